@@ -1,0 +1,166 @@
+"""YAML → ``Site``, with every problem reported as ``field.path (line N): message``."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from mailstack.errors import SiteFileError, SiteValidationError
+from mailstack.site.models import Loc, Site, _dotted
+
+Lines = dict[Loc, int]
+
+
+def load_site(path: Path) -> Site:
+    """Read, parse and validate a site file; raise a ``UserError`` naming every problem."""
+    text = _read(path)
+    return parse_site(text, source=str(path))
+
+
+def parse_site(text: str, source: str = "<site>") -> Site:
+    data, lines = _parse_yaml(text, source)
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        problems = sorted(_problems(exc, data, lines), key=lambda p: (p[0], p[1]))
+        raise SiteValidationError(source, [msg for _, msg in problems]) from None
+
+
+def _read(path: Path) -> str:
+    if not path.exists():
+        raise SiteFileError(f"site file not found: {path}")
+    if path.is_dir():
+        raise SiteFileError(f"{path} is a directory; pass the site file itself (such as {path}/site.yaml)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SiteFileError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    except OSError as exc:
+        raise SiteFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
+    yaml = YAML(typ="rt")  # round-trip mode keeps line numbers; it rejects duplicate keys
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SiteValidationError(source, [f"YAML syntax error{where}: {what}"]) from None
+    except YAMLError as exc:
+        raise SiteValidationError(source, [f"YAML syntax error: {exc}"]) from None
+    if not isinstance(doc, CommentedMap):
+        kind = "an empty file" if doc is None else f"a {type(doc).__name__}"
+        raise SiteValidationError(
+            source, [f"(line 1): the site file must be a mapping of fields (site, hostname, …), not {kind}"]
+        )
+    lines: Lines = {(): doc.lc.line + 1}
+    return _plain(doc, (), lines), lines
+
+
+def _plain(node: Any, loc: Loc, lines: Lines) -> Any:
+    """Turn ruamel's round-trip nodes into plain Python values, recording each item's line."""
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            line = node.lc.key(key)[0] + 1
+            key_text = str(key)
+            lines[(*loc, key_text)] = line
+            out[key_text] = _plain(value, (*loc, key_text), lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, value in enumerate(node):
+            lines[(*loc, i)] = node.lc.item(i)[0] + 1
+            items.append(_plain(value, (*loc, i), lines))
+        return items
+    for plain in (bool, int, float, str):
+        if isinstance(node, plain):
+            return plain(node)
+    return node
+
+
+def _problems(exc: ValidationError, data: Any, lines: Lines) -> Iterator[tuple[int, str]]:
+    for error in exc.errors():
+        if error["type"] == "site_rules":
+            ctx = error.get("ctx") or {}
+            for loc, message in ctx["problems"]:
+                yield _line(loc, lines), f"{_dotted(loc)} (line {_line(loc, lines)}): {message}"
+            continue
+        loc = _data_loc(error["loc"], data)
+        line = _line(loc, lines)
+        path = _dotted(loc) or "(top level)"
+        yield line, f"{path} (line {line}): {_message(error, loc)}"
+
+
+def _data_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
+    """Keep the parts of pydantic's error location that name places in the file."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1:
+            pass  # a missing field: name it, at its parent's line
+        else:
+            continue  # pydantic's own step (a union member, a validator), not a place in the file
+        out.append(part)
+    return tuple(out)
+
+
+def _line(loc: Loc, lines: Lines) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _message(error: ErrorDetails, loc: Loc) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        known = _field_names(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+        return f"unknown field {loc[-1]!r}{hint}"
+    if kind == "missing":
+        return "required field is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message[:1].lower() + message[1:]
+
+
+def _field_names(loc: Loc) -> list[str]:
+    """The field names of the model found at ``loc`` in the site description."""
+    model: type[BaseModel] = Site
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _model_in(field.annotation) if field else None
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (tuple, typing.Union):
+        for arg in typing.get_args(annotation):
+            if (found := _model_in(arg)) is not None:
+                return found
+    return None

@@ -1,0 +1,279 @@
+"""The site description as typed, frozen models.
+
+Every YAML key is a field; unknown keys are errors. Rules that involve several fields live
+in ``Site.check_rules`` and report each problem with its own field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mailstack.site.fields import Address, Domain, HostAddress, IPAddress, PasswordHash, Size
+
+Loc = tuple[str | int, ...]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+STANDARD_PORTS: dict[str, int] = {
+    "smtp": 25,
+    "submission": 587,
+    "submissions": 465,
+    "imap": 143,
+    "imaps": 993,
+    "pop3": 110,
+    "pop3s": 995,
+    "managesieve": 4190,
+}
+
+
+class Ports(Model):
+    """Host ports to publish. A protocol left out is not published."""
+
+    smtp: Port | None = None
+    submission: Port | None = None
+    submissions: Port | None = None
+    imap: Port | None = None
+    imaps: Port | None = None
+    pop3: Port | None = None
+    pop3s: Port | None = None
+    managesieve: Port | None = None
+
+    def published(self) -> dict[str, int]:
+        """Protocol → host port, for the protocols that are published, in a fixed order."""
+        return {name: port for name in STANDARD_PORTS if (port := getattr(self, name)) is not None}
+
+
+class Network(Model):
+    bind: tuple[IPAddress, ...] = Field(
+        default=("0.0.0.0",),  # noqa: S104 - a mail server listens on all addresses by default
+        min_length=1,
+        description="Address, or list of addresses, the published ports listen on.",
+    )
+    ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
+
+    @field_validator("bind", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
+class TLS(Model):
+    mode: Literal["selfsigned", "files"] = Field(
+        default="selfsigned",
+        description="selfsigned: a local CA in the state directory; files: cert_file and key_file.",
+    )
+    cert_file: str | None = Field(default=None, description="PEM certificate chain (mode files).")
+    key_file: str | None = Field(default=None, description="PEM private key (mode files).")
+
+    @model_validator(mode="after")
+    def _files_match_mode(self) -> TLS:
+        given = self.cert_file is not None or self.key_file is not None
+        if self.mode == "files" and (self.cert_file is None or self.key_file is None):
+            raise ValueError("tls.mode 'files' needs both cert_file and key_file")
+        if self.mode != "files" and given:
+            raise ValueError(f"cert_file and key_file only apply to tls.mode 'files', not {self.mode!r}")
+        return self
+
+
+class Limits(Model):
+    message_size: Size = Field(default=25 * 1024**2, description="Largest accepted message.")
+
+
+class DomainEntry(Model):
+    name: Domain
+    catch_all: Address | None = Field(
+        default=None, description="Mailbox or alias that receives mail for unknown local parts."
+    )
+
+
+class Mailbox(Model):
+    address: Address
+    name: str | None = Field(default=None, description="Display name.")
+    password_hash: PasswordHash
+    quota: Size | None = Field(default=None, description="Storage quota; none means unlimited.")
+    send_as: tuple[Address, ...] = Field(
+        default=(), description="Extra From/envelope addresses this mailbox may send as."
+    )
+
+
+class Alias(Model):
+    address: Address
+    to: tuple[Address, ...] = Field(min_length=1)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
+class Host(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)
+    address: HostAddress
+    ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*\$?$", max_length=32)
+    ssh_port: Port = 22
+    ssh_key: str | None = Field(default=None, description="Private key file for SSH.")
+
+
+class Site(Model):
+    """A mail site: its domains, mailboxes, aliases, limits, TLS and hosts."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="mailstack site description",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    site: str = Field(
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
+        description="Site id: names the compose project, the state directory and the inventory group.",
+    )
+    hostname: Domain = Field(description="FQDN of the mail server: MX target, HELO, certificate.")
+    admin_email: Address = Field(description="Where postmaster, abuse and reports land.")
+    network: Network = Field(default_factory=Network)
+    tls: TLS = Field(default_factory=TLS)
+    limits: Limits = Field(default_factory=Limits)
+    domains: tuple[DomainEntry, ...] = Field(min_length=1)
+    mailboxes: tuple[Mailbox, ...] = ()
+    aliases: tuple[Alias, ...] = ()
+    hosts: tuple[Host, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Site:
+        problems = list(self.check_rules())
+        if problems:
+            raise PydanticCustomError(
+                "site_rules",
+                "{summary}",
+                {"summary": "; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems),
+                 "problems": problems},
+            )
+        return self
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.domains)
+
+    def check_rules(self) -> Iterator[tuple[Loc, str]]:
+        """Yield (field path, message) for every cross-field rule the site breaks."""
+        yield from self._duplicates()
+        yield from self._unlisted_domains()
+        yield from self._dangling_targets()
+        yield from self._alias_loops()
+        yield from self._port_clashes()
+        yield from self._size_against_quota()
+
+    def _duplicates(self) -> Iterator[tuple[Loc, str]]:
+        seen_domains: dict[str, int] = {}
+        for i, d in enumerate(self.domains):
+            if d.name in seen_domains:
+                yield ("domains", i, "name"), f"duplicate domain {d.name} (also domains[{seen_domains[d.name]}])"
+            seen_domains.setdefault(d.name, i)
+        seen: dict[str, str] = {}
+        entries = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]
+        entries += [("aliases", i, a.address) for i, a in enumerate(self.aliases)]
+        for section, i, address in entries:
+            where = f"{section}[{i}]"
+            if address in seen:
+                yield (section, i, "address"), f"duplicate address {address} (also {seen[address]})"
+            seen.setdefault(address, where)
+        seen_hosts: dict[str, int] = {}
+        for i, h in enumerate(self.hosts):
+            if h.name in seen_hosts:
+                yield ("hosts", i, "name"), f"duplicate host name {h.name} (also hosts[{seen_hosts[h.name]}])"
+            seen_hosts.setdefault(h.name, i)
+
+    def _unlisted_domains(self) -> Iterator[tuple[Loc, str]]:
+        listed = set(self.domain_names)
+
+        def check(loc: Loc, address: str) -> Iterator[tuple[Loc, str]]:
+            domain = address.rpartition("@")[2]
+            if domain not in listed:
+                yield loc, f"{address} is in domain {domain}, which is not listed under domains"
+
+        for i, m in enumerate(self.mailboxes):
+            yield from check(("mailboxes", i, "address"), m.address)
+            for j, extra in enumerate(m.send_as):
+                yield from check(("mailboxes", i, "send_as", j), extra)
+        for i, a in enumerate(self.aliases):
+            yield from check(("aliases", i, "address"), a.address)
+        for i, d in enumerate(self.domains):
+            if d.catch_all is not None:
+                yield from check(("domains", i, "catch_all"), d.catch_all)
+
+    def _dangling_targets(self) -> Iterator[tuple[Loc, str]]:
+        """Targets in the site's own domains must exist, or mail to them is lost."""
+        listed = set(self.domain_names)
+        known = {m.address for m in self.mailboxes} | {a.address for a in self.aliases}
+
+        def check(loc: Loc, address: str, role: str) -> Iterator[tuple[Loc, str]]:
+            if address.rpartition("@")[2] in listed and address not in known:
+                yield loc, f"{role} {address} is not a mailbox or alias of this site"
+
+        for i, a in enumerate(self.aliases):
+            for j, target in enumerate(a.to):
+                yield from check(("aliases", i, "to", j), target, "alias target")
+        for i, d in enumerate(self.domains):
+            if d.catch_all is not None and d.catch_all.rpartition("@")[2] in listed:
+                yield from check(("domains", i, "catch_all"), d.catch_all, "catch-all target")
+        yield from check(("admin_email",), self.admin_email, "admin_email")
+
+    def _alias_loops(self) -> Iterator[tuple[Loc, str]]:
+        graph = {a.address: [t for t in a.to] for a in self.aliases}
+        index = {a.address: i for i, a in enumerate(self.aliases)}
+        reported: set[frozenset[str]] = set()
+        for start in graph:
+            path = _find_cycle(start, graph)
+            if path and frozenset(path) not in reported:
+                reported.add(frozenset(path))
+                chain = " → ".join([*path, path[0]])
+                yield ("aliases", index[path[0]], "to"), f"alias loop: {chain}"
+
+    def _port_clashes(self) -> Iterator[tuple[Loc, str]]:
+        owner: dict[int, str] = {}
+        for name, port in self.network.ports.published().items():
+            if port in owner:
+                yield ("network", "ports", name), f"port {port} is already published for {owner[port]}"
+            owner.setdefault(port, name)
+
+    def _size_against_quota(self) -> Iterator[tuple[Loc, str]]:
+        quotas = [(m.quota, m.address) for m in self.mailboxes if m.quota is not None]
+        if not quotas:
+            return
+        smallest, address = min(quotas)
+        if self.limits.message_size > smallest:
+            yield ("limits", "message_size"), (
+                f"message_size ({self.limits.message_size} bytes) is larger than the smallest "
+                f"quota ({smallest} bytes, {address}); such a message could never be delivered"
+            )
+
+
+def _find_cycle(start: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """Return the alias cycle reachable from ``start`` that passes through it, if any."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    visited: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for target in graph.get(node, []):
+            if target == start:
+                return path
+            if target in graph and target not in visited:
+                visited.add(target)
+                stack.append((target, [*path, target]))
+    return None
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out

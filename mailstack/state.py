@@ -1,0 +1,285 @@
+"""The site's state: what is created once and kept (DKIM keys, local CA, internal passwords).
+
+Layout of ``<state_dir>`` (0700; every file 0600)::
+
+    state.json                        {"format": 1, "site": …}
+    dkim/<domain>/<selector>.pem      RSA-2048 and Ed25519 private keys (PKCS#8)
+    tls/ca.key, tls/ca.crt            local CA (tls.mode selfsigned)
+    tls/<hostname>/{ecdsa,rsa}.{key,crt}
+    secrets/<name>                    internal service passwords
+
+Nothing here is ever replaced: files are created with O_EXCL semantics, and a re-render
+only adds what is missing (a new domain's keys, a certificate for a new hostname).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mailstack.errors import StateError
+from mailstack.site.models import Site
+
+STATE_FORMAT = 1
+SECRET_NAMES = ("rspamd_controller", "redis")
+CA_DAYS = 3650
+SERVER_DAYS = 825
+
+Algorithm = Literal["rsa", "ed25519"]
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    algorithm: Algorithm
+    public_b64: str  # the p= value of the DNS TXT record (RFC 6376, RFC 8463)
+    relpath: str  # of the private key, inside the state directory
+
+
+@dataclass(frozen=True)
+class StateView:
+    """What rendering may know of the state: public parts and paths, never secret values."""
+
+    dkim: tuple[DkimKey, ...]
+    tls_files: dict[str, str]  # role (ca_cert, ecdsa_key, …) → path inside the state directory
+    secret_files: dict[str, str]  # secret name → path inside the state directory
+
+
+@dataclass
+class StateChanges:
+    created: list[str] = field(default_factory=list)
+    fixed_modes: list[str] = field(default_factory=list)
+
+
+class State:
+    """A state directory. With ``write=False`` missing items are made in memory only."""
+
+    def __init__(self, root: Path, *, write: bool = True) -> None:
+        self.root = root
+        self.write = write
+        self.changes = StateChanges()
+        self._pending: dict[str, bytes] = {}
+
+    # -- public entry point -------------------------------------------------------------
+    def ensure(self, site: Site) -> StateView:
+        self._check_format(site)
+        dkim = tuple(k for d in site.domain_names for k in self._dkim_keys(d))
+        tls_files = self._tls(site.hostname) if site.tls.mode == "selfsigned" else {}
+        secret_files = {name: self._secret(name) for name in SECRET_NAMES}
+        if self.write:
+            self._tighten_modes()
+        return StateView(dkim=dkim, tls_files=tls_files, secret_files=secret_files)
+
+    # -- format -------------------------------------------------------------------------
+    def _check_format(self, site: Site) -> None:
+        marker = self.root / "state.json"
+        if not marker.exists():
+            if self.root.exists() and any(self.root.iterdir()):
+                raise StateError(f"{self.root} is not empty and has no state.json; is it a mailstack state directory?")
+            self._create("state.json", lambda: _json({"format": STATE_FORMAT, "site": site.site}))
+            return
+        try:
+            info = json.loads(marker.read_text(encoding="utf-8"))
+            fmt, owner = int(info["format"]), str(info["site"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{marker} is damaged ({exc}); restore it from a backup") from None
+        if fmt > STATE_FORMAT:
+            raise StateError(
+                f"{self.root} has state format {fmt}, newer than this mailstack understands "
+                f"({STATE_FORMAT}); upgrade mailstack instead of touching it"
+            )
+        if fmt < STATE_FORMAT:
+            raise StateError(f"{self.root} has state format {fmt}; run `mailstack state migrate` first")
+        if owner != site.site:
+            raise StateError(f"{self.root} belongs to site {owner!r}, not {site.site!r}")
+
+    # -- DKIM -----------------------------------------------------------------------------
+    def _dkim_keys(self, domain: str) -> list[DkimKey]:
+        keys = []
+        today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+        for algorithm, suffix, make in (
+            ("rsa", "r", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            ("ed25519", "e", ed25519.Ed25519PrivateKey.generate),
+        ):
+            existing = self._find(f"dkim/{domain}", suffix)
+            relpath = existing or f"dkim/{domain}/s{today}{suffix}.pem"
+            key = self._key(relpath, make)
+            keys.append(
+                DkimKey(
+                    domain=domain,
+                    selector=Path(relpath).stem,
+                    algorithm=algorithm,  # type: ignore[arg-type]
+                    public_b64=_dkim_public(key),
+                    relpath=relpath,
+                )
+            )
+        return keys
+
+    def _find(self, folder: str, suffix: str) -> str | None:
+        """The newest existing key of one algorithm (selectors end in r or e)."""
+        candidates = sorted((self.root / folder).glob(f"*{suffix}.pem")) if (self.root / folder).is_dir() else []
+        candidates += [Path(p) for p in self._pending if p.startswith(folder + "/") and p.endswith(f"{suffix}.pem")]
+        return f"{folder}/{max(candidates, key=lambda p: Path(p).name).name}" if candidates else None
+
+    # -- TLS --------------------------------------------------------------------------------
+    def _tls(self, hostname: str) -> dict[str, str]:
+        ca_key = self._key("tls/ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - our own file
+        ca_cert = self._cert("tls/ca.crt", lambda: _ca_cert(ca_key, hostname))
+        files = {"ca_cert": "tls/ca.crt"}
+        for kind, make in (
+            ("ecdsa", lambda: ec.generate_private_key(ec.SECP256R1())),
+            ("rsa", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        ):
+            key_path, cert_path = f"tls/{hostname}/{kind}.key", f"tls/{hostname}/{kind}.crt"
+            key = self._key(key_path, make)
+            self._cert(cert_path, lambda key=key: _server_cert(key, hostname, ca_key, ca_cert))  # type: ignore[misc]
+            files[f"{kind}_key"], files[f"{kind}_cert"] = key_path, cert_path
+        return files
+
+    # -- secrets ------------------------------------------------------------------------------
+    def _secret(self, name: str) -> str:
+        relpath = f"secrets/{name}"
+        self._create(relpath, lambda: secrets.token_urlsafe(32).encode() + b"\n")
+        return relpath
+
+    # -- storage ------------------------------------------------------------------------------
+    def read(self, relpath: str) -> bytes:
+        if relpath in self._pending:
+            return self._pending[relpath]
+        return (self.root / relpath).read_bytes()
+
+    def _key(self, relpath: str, make: Callable[[], PrivateKey]) -> PrivateKey:
+        self._create(relpath, lambda: make().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ))
+        try:
+            key = serialization.load_pem_private_key(self.read(relpath), password=None)
+        except ValueError as exc:
+            raise StateError(f"{self.root / relpath} is not a readable private key: {exc}") from None
+        if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise StateError(f"{self.root / relpath} holds an unexpected key type")
+        return key
+
+    def _cert(self, relpath: str, make: Callable[[], x509.Certificate]) -> x509.Certificate:
+        self._create(relpath, lambda: make().public_bytes(serialization.Encoding.PEM))
+        try:
+            return x509.load_pem_x509_certificate(self.read(relpath))
+        except ValueError as exc:
+            raise StateError(f"{self.root / relpath} is not a readable certificate: {exc}") from None
+
+    def _create(self, relpath: str, make: Callable[[], bytes]) -> None:
+        target = self.root / relpath
+        if relpath in self._pending or target.exists():
+            return
+        content = make()
+        self.changes.created.append(relpath)
+        if not self.write:
+            self._pending[relpath] = content
+            return
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for parent in reversed(target.relative_to(self.root.parent).parents[:-1]):
+            (self.root.parent / parent).mkdir(mode=0o700, exist_ok=True)
+        _write_new(target, content)
+
+    def _tighten_modes(self) -> None:
+        for path in [self.root, *sorted(self.root.rglob("*"))]:
+            wanted = 0o700 if path.is_dir() else 0o600
+            if stat.S_IMODE(path.stat().st_mode) != wanted:
+                path.chmod(wanted)
+                self.changes.fixed_modes.append(str(path.relative_to(self.root)) or ".")
+
+
+def _write_new(target: Path, content: bytes) -> None:
+    """Create ``target`` with mode 0600, failing rather than replacing an existing file."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, target)  # atomic and refuses to overwrite
+    finally:
+        tmp.unlink()
+
+
+def _json(data: object) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _dkim_public(key: PrivateKey) -> str:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _ca_cert(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate:
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailstack"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack local CA for {hostname}"),
+    ])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _server_cert(
+    key: PrivateKey, hostname: str, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+) -> x509.Certificate:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raise StateError("server certificates use ECDSA or RSA keys")
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
