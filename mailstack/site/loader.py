@@ -61,7 +61,7 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     except YAMLError as exc:
         raise SiteValidationError(source, [f"YAML syntax error: {exc}"]) from None
     if not isinstance(doc, CommentedMap):
-        kind = "an empty file" if doc is None else f"a {type(doc).__name__}"
+        kind = "an empty file" if doc is None else "a list" if isinstance(doc, list) else f"a single value ({doc!r})"
         raise SiteValidationError(
             source, [f"(line 1): the site file must be a mapping of fields (site, hostname, …), not {kind}"]
         )
@@ -92,7 +92,11 @@ def _plain(node: Any, loc: Loc, lines: Lines) -> Any:
 
 
 def _problems(exc: ValidationError, data: Any, lines: Lines) -> Iterator[tuple[int, str]]:
-    for error in exc.errors():
+    errors = exc.errors()
+    failed = {_data_loc(e["loc"], data) for e in errors if e["type"] != "too_short"}
+    for error in errors:
+        if error["type"] == "too_short" and _data_loc(error["loc"], data) in failed:
+            continue  # a list emptied by its own item errors: those say it all
         if error["type"] == "site_rules":
             ctx = error.get("ctx") or {}
             for loc, message in ctx["problems"]:

@@ -165,10 +165,12 @@ class Site(Model):
 
     def check_rules(self) -> Iterator[tuple[Loc, str]]:
         """Yield (field path, message) for every cross-field rule the site breaks."""
-        yield from self._duplicates()
+        duplicates = list(self._duplicates())
+        yield from duplicates
         yield from self._unlisted_domains()
         yield from self._dangling_targets()
-        yield from self._alias_loops()
+        if not duplicates:  # with an address defined twice, loops are ill-defined
+            yield from self._alias_loops()
         yield from self._port_clashes()
         yield from self._size_against_quota()
 
@@ -225,7 +227,6 @@ class Site(Model):
         for i, d in enumerate(self.domains):
             if d.catch_all is not None and d.catch_all.rpartition("@")[2] in listed:
                 yield from check(("domains", i, "catch_all"), d.catch_all, "catch-all target")
-        yield from check(("admin_email",), self.admin_email, "admin_email")
 
     def _alias_loops(self) -> Iterator[tuple[Loc, str]]:
         graph = {a.address: [t for t in a.to] for a in self.aliases}

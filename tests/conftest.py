@@ -1,0 +1,54 @@
+"""Shared fixtures and the --update-golden switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailstack.state import DkimKey, StateView
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite tests/golden from the current templates"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests without a layer marker are unit tests."""
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("integration", "e2e")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def fake_state(domains: tuple[str, ...]) -> StateView:
+    """A state view with fixed public keys, so rendered trees can be compared byte for byte."""
+    dkim = tuple(
+        DkimKey(
+            domain=d,
+            selector=f"s20260101{suffix}",
+            algorithm=algorithm,  # type: ignore[arg-type]
+            public_b64=f"{algorithm.upper()}PUBLICKEYFOR{d.upper()}",
+            relpath=f"dkim/{d}/s20260101{suffix}.pem",
+        )
+        for d in domains
+        for algorithm, suffix in (("rsa", "r"), ("ed25519", "e"))
+    )
+    tls = {
+        "ca_cert": "tls/ca.crt",
+        "ecdsa_cert": "tls/HOST/ecdsa.crt",
+        "ecdsa_key": "tls/HOST/ecdsa.key",
+        "rsa_cert": "tls/HOST/rsa.crt",
+        "rsa_key": "tls/HOST/rsa.key",
+    }
+    return StateView(dkim=dkim, tls_files=tls, secret_files={"redis": "secrets/redis"})

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailstack.site.fields import format_size, parse_address, parse_domain, parse_size
+from mailstack.site.loader import load_site, parse_site
+from mailstack.site.models import STANDARD_PORTS
+from tests.conftest import EXAMPLES, FIXTURES
+
+
+def test_design_section_3_validates_as_written() -> None:
+    site = load_site(FIXTURES / "valid" / "design-section3.yaml")
+    assert site.site == "acme"
+    assert site.domain_names == ("acme.example", "acme-shop.example")
+    assert site.domains[1].catch_all == "alice@acme.example"
+    assert site.mailboxes[0].quota == 2 * 1024**3
+    assert site.mailboxes[0].send_as == ("sales@acme.example",)
+    assert site.limits.message_size == 25 * 1024**2
+    assert site.hosts[0].ssh_port == 22
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate(example: Path) -> None:
+    assert load_site(example).mailboxes
+
+
+def test_there_is_a_demo_and_a_richer_example() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert "demo.yaml" in names
+    rich = [load_site(p) for p in EXAMPLES if len(load_site(p).domains) >= 2]
+    assert any(s.aliases and any(d.catch_all for d in s.domains) for s in rich)
+    assert any(m.send_as for s in rich for m in s.mailboxes)
+
+
+def test_models_are_frozen() -> None:
+    site = load_site(FIXTURES / "valid" / "base.yaml")
+    with pytest.raises(ValueError, match="frozen"):
+        site.site = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("25M", 25 * 1024**2), ("2G", 2 * 1024**3), ("512k", 512 * 1024), ("1.5G", 1536 * 1024**2),
+     ("10 MiB", 10 * 1024**2), ("4096", 4096), (1000, 1000), ("1T", 1024**4)],
+)
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["", "M", "-1M", "10X", "1,5G", True, None, 0, "0K"])
+def test_bad_sizes(bad: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(bad)
+
+
+def test_format_size_round_trips() -> None:
+    assert format_size(25 * 1024**2) == "25M"
+    assert format_size(1536 * 1024**2) == "1536M"
+    assert format_size(1000) == "1000"
+
+
+def test_addresses_and_domains_are_normalised() -> None:
+    assert parse_address("Alice.Smith@Example.ORG") == "alice.smith@example.org"
+    assert parse_domain("Bücher.Example.") == "xn--bcher-kva.example"
+    assert parse_address("o'neil@bücher.example") == "o'neil@xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("bad", ["a@b", "a..b@example.org", ".a@example.org", "a@-x.example", "a b@example.org"])
+def test_bad_addresses(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"domain|local part|email"):
+        parse_address(bad)
+
+
+def test_defaults_publish_the_standard_ports_on_all_addresses() -> None:
+    text = (FIXTURES / "valid" / "base.yaml").read_text().split("network:")[0] + (
+        "domains:\n  - name: test.example\n"
+    )
+    site = parse_site(text)
+    assert site.network.ports.published() == STANDARD_PORTS
+    assert site.network.bind == ("0.0.0.0",)
+    assert site.tls.mode == "selfsigned"
+
+
+def test_partial_ports_publish_only_those() -> None:
+    site = load_site(FIXTURES / "valid" / "base.yaml")
+    assert site.network.ports.published() == {"smtp": 2525, "submission": 2587, "imaps": 2993}
+
+
+def test_bind_accepts_a_list_with_ipv6() -> None:
+    text = (FIXTURES / "valid" / "base.yaml").read_text().replace(
+        "bind: 127.0.0.1", "bind: [127.0.0.1, '::1']"
+    )
+    assert parse_site(text).network.bind == ("127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize(
+    "hashed",
+    [
+        "{BLF-CRYPT}$2b$10$Zl6dECORo0MPSAEbbgwVfOvm4K5jbvFOtwcBKlN.ifSppC1iTCHNy",
+        "{SHA512-CRYPT}$6$saltsalt$" + "a" * 86,
+        "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+    ],
+)
+def test_accepted_hash_schemes(hashed: str) -> None:
+    text = (FIXTURES / "valid" / "base.yaml").read_text()
+    first = text.index('"{ARGON2ID}')
+    end = text.index('"', first + 1)
+    site = parse_site(text[:first] + f'"{hashed}"' + text[end + 1 :])
+    assert site.mailboxes[0].password_hash == hashed
