@@ -198,3 +198,26 @@ PasswordHash = Annotated[
         }
     ),
 ]
+
+
+def _one_or_many(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+def _one_or_many_schema(item: dict[str, Any], description: str) -> WithJsonSchema:
+    many = {"type": "array", "items": item, "minItems": 1}
+    return WithJsonSchema({"anyOf": [item, many], "description": description})
+
+
+IPAddresses = Annotated[
+    tuple[IPAddress, ...],
+    BeforeValidator(_one_or_many),
+    _one_or_many_schema(
+        {"type": "string"}, "Address, or list of addresses, the published ports listen on."
+    ),
+]
+Addresses = Annotated[
+    tuple[Address, ...],
+    BeforeValidator(_one_or_many),
+    _one_or_many_schema({"type": "string", "pattern": "^[^@+]+@[^@]+$"}, "Address or list of addresses."),
+]

@@ -9,10 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mailstack.site.fields import Address, Domain, HostAddress, IPAddress, PasswordHash, Size
+from mailstack.site.fields import (
+    Address,
+    Addresses,
+    Domain,
+    HostAddress,
+    IPAddresses,
+    PasswordHash,
+    Size,
+)
 
 Loc = tuple[str | int, ...]
 
@@ -53,17 +61,11 @@ class Ports(Model):
 
 
 class Network(Model):
-    bind: tuple[IPAddress, ...] = Field(
+    bind: IPAddresses = Field(
         default=("0.0.0.0",),  # noqa: S104 - a mail server listens on all addresses by default
         min_length=1,
-        description="Address, or list of addresses, the published ports listen on.",
     )
     ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
-
-    @field_validator("bind", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
 
 
 class TLS(Model):
@@ -107,12 +109,7 @@ class Mailbox(Model):
 
 class Alias(Model):
     address: Address
-    to: tuple[Address, ...] = Field(min_length=1)
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
+    to: Addresses = Field(min_length=1)
 
 
 class Host(Model):
