@@ -77,11 +77,13 @@ def init(
     """Write a commented starter site with a first mailbox and a generated password."""
     starter = create_starter(domain, output, user=user, force=force)
     out.print(f"Wrote {starter.path} (JSON Schema for editors: {starter.path.parent / SCHEMA_RELPATH})")
-    out.print(Panel(
-        f"Mailbox  {starter.address}\nPassword {starter.password}",
-        title="Shown once — only its hash is stored",
-        expand=False,
-    ))
+    out.print(
+        Panel(
+            f"Mailbox  {starter.address}\nPassword {starter.password}",
+            title="Shown once — only its hash is stored",
+            expand=False,
+        )
+    )
 
 
 @app.command()
@@ -100,10 +102,12 @@ def validate(site: SitePath) -> None:
 def render(
     site: SitePath,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Output directory [default: build/<site> beside the site file].")
+        Path | None,
+        typer.Option("-o", "--output", help="Output directory [default: build/<site> beside the site file]."),
     ] = None,
     state: Annotated[
-        Path | None, typer.Option("--state", help="State directory [default: .mailstack/<site> beside the site file].")
+        Path | None,
+        typer.Option("--state", help="State directory [default: .mailstack/<site> beside the site file]."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")] = False,
 ) -> None:
@@ -134,7 +138,7 @@ def hash_password_command(
     if scheme not in SCHEMES:
         raise UserError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     password = _read_password()
-    typer.echo(hash_password(password, scheme))  # type: ignore[arg-type]
+    typer.echo(hash_password(password, scheme))
 
 
 @app.command()
@@ -157,5 +161,3 @@ def _read_password() -> str:
 
 def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
-
-

@@ -23,7 +23,7 @@ _SHA512_ROUNDS = 100_000
 def hash_password(password: str, scheme: Scheme = "ARGON2ID") -> str:
     if scheme == "ARGON2ID":
         return "{ARGON2ID}" + PasswordHasher().hash(password)
-    return "{SHA512-CRYPT}" + sha512_crypt.using(rounds=_SHA512_ROUNDS).hash(password)
+    return "{SHA512-CRYPT}" + str(sha512_crypt.using(rounds=_SHA512_ROUNDS).hash(password))
 
 
 def verify_password(password: str, hashed: str) -> bool:

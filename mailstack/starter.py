@@ -36,17 +36,20 @@ def create_starter(domain: str, path: Path, *, user: str = "admin", force: bool 
     if path.exists() and not force:
         raise UserError(f"{path} already exists; pass --force to overwrite it")
     password = generate_password()
-    text = environment().get_template("init/site.yaml.j2").render(
-        domain=name,
-        user=user,
-        site_id=site_id_for(name),
-        password_hash=hash_password(password),
-        file_name=path.name,
-        schema_path=SCHEMA_RELPATH,
+    text = (
+        environment()
+        .get_template("init/site.yaml.j2")
+        .render(
+            domain=name,
+            user=user,
+            site_id=site_id_for(name),
+            password_hash=hash_password(password),
+            file_name=path.name,
+            schema_path=SCHEMA_RELPATH,
+        )
     )
     parse_site(text, source=str(path))  # a starter that does not validate is a bug
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     write_schema(path.parent / SCHEMA_RELPATH)
     return Starter(path=path, address=f"{user}@{name}", password=password)
-

@@ -90,7 +90,9 @@ class State:
         marker = self.root / "state.json"
         if not marker.exists():
             if self.root.exists() and any(self.root.iterdir()):
-                raise StateError(f"{self.root} is not empty and has no state.json; is it a mailstack state directory?")
+                raise StateError(
+                    f"{self.root} is not empty and has no state.json; is it a mailstack state directory?"
+                )
             self._create("state.json", lambda: _json({"format": STATE_FORMAT, "site": site.site}))
             return
         try:
@@ -132,8 +134,12 @@ class State:
 
     def _find(self, folder: str, suffix: str) -> str | None:
         """The newest existing key of one algorithm (selectors end in r or e)."""
-        candidates = sorted((self.root / folder).glob(f"*{suffix}.pem")) if (self.root / folder).is_dir() else []
-        candidates += [Path(p) for p in self._pending if p.startswith(folder + "/") and p.endswith(f"{suffix}.pem")]
+        candidates = (
+            sorted((self.root / folder).glob(f"*{suffix}.pem")) if (self.root / folder).is_dir() else []
+        )
+        candidates += [
+            Path(p) for p in self._pending if p.startswith(folder + "/") and p.endswith(f"{suffix}.pem")
+        ]
         return f"{folder}/{max(candidates, key=lambda p: Path(p).name).name}" if candidates else None
 
     # -- TLS --------------------------------------------------------------------------------
@@ -165,9 +171,14 @@ class State:
         return (self.root / relpath).read_bytes()
 
     def _key(self, relpath: str, make: Callable[[], PrivateKey]) -> PrivateKey:
-        self._create(relpath, lambda: make().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        self._create(
+            relpath,
+            lambda: make().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
         try:
             key = serialization.load_pem_private_key(self.read(relpath), password=None)
         except ValueError as exc:
@@ -234,10 +245,12 @@ def _dkim_public(key: PrivateKey) -> str:
 
 
 def _ca_cert(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate:
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailstack"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack local CA for {hostname}"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailstack"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack local CA for {hostname}"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -250,9 +263,15 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

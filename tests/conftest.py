@@ -15,7 +15,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-golden", action="store_true", help="rewrite tests/golden from the current templates"
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden from the current templates",
     )
 
 

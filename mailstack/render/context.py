@@ -136,6 +136,5 @@ def dkim_selectors(state: StateView) -> list[DkimSelector]:
 
 def tls_paths(site: Site, state: StateView) -> dict[str, str]:
     if site.tls.mode == "files":
-        assert site.tls.cert_file is not None and site.tls.key_file is not None  # noqa: S101
         return {"cert": "/run/mailstack/tls/cert.pem", "key": "/run/mailstack/tls/key.pem"}
     return {role: f"{STATE_MOUNT}/{path}" for role, path in sorted(state.tls_files.items())}

@@ -12,7 +12,7 @@ import secrets
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from mailstack.errors import OutputError
@@ -20,7 +20,7 @@ from mailstack.errors import OutputError
 MANIFEST = ".mailstack-render.json"
 
 
-class Change(str, Enum):
+class Change(StrEnum):
     CREATE = "create"
     CHANGED = "changed"
     UNCHANGED = "unchanged"
@@ -94,9 +94,13 @@ def _previous_files(out_dir: Path) -> set[str]:
     try:
         listed = json.loads(manifest.read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise OutputError(f"{manifest} is damaged ({exc}); delete the output directory and re-render") from None
+        raise OutputError(
+            f"{manifest} is damaged ({exc}); delete the output directory and re-render"
+        ) from None
     # Only plain relative paths inside the output directory are ever removed.
-    return {p for p in listed if isinstance(p, str) and not Path(p).is_absolute() and ".." not in Path(p).parts}
+    return {
+        p for p in listed if isinstance(p, str) and not Path(p).is_absolute() and ".." not in Path(p).parts
+    }
 
 
 def _replace(target: Path, content: bytes, mode: int) -> None:

@@ -212,9 +212,7 @@ def _one_or_many_schema(item: dict[str, Any], description: str) -> WithJsonSchem
 IPAddresses = Annotated[
     tuple[IPAddress, ...],
     BeforeValidator(_one_or_many),
-    _one_or_many_schema(
-        {"type": "string"}, "Address, or list of addresses, the published ports listen on."
-    ),
+    _one_or_many_schema({"type": "string"}, "Address, or list of addresses, the published ports listen on."),
 ]
 Addresses = Annotated[
     tuple[Address, ...],

@@ -61,9 +61,16 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     except YAMLError as exc:
         raise SiteValidationError(source, [f"YAML syntax error: {exc}"]) from None
     if not isinstance(doc, CommentedMap):
-        kind = "an empty file" if doc is None else "a list" if isinstance(doc, list) else f"a single value ({doc!r})"
+        kind = (
+            "an empty file"
+            if doc is None
+            else "a list"
+            if isinstance(doc, list)
+            else f"a single value ({doc!r})"
+        )
         raise SiteValidationError(
-            source, [f"(line 1): the site file must be a mapping of fields (site, hostname, …), not {kind}"]
+            source,
+            [f"(line 1): the site file must be a mapping of fields (site, hostname, …), not {kind}"],
         )
     lines: Lines = {(): doc.lc.line + 1}
     return _plain(doc, (), lines), lines
@@ -113,9 +120,7 @@ def _data_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _has(node, part):
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1:
             pass  # a missing field: name it, at its parent's line
@@ -123,6 +128,12 @@ def _data_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
             continue  # pydantic's own step (a union member, a validator), not a place in the file
         out.append(part)
     return tuple(out)
+
+
+def _has(node: Any, part: int | str) -> bool:
+    if isinstance(node, dict):
+        return isinstance(part, str) and part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _line(loc: Loc, lines: Lines) -> int:
@@ -163,7 +174,10 @@ def _field_names(loc: Loc) -> list[str]:
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (tuple, typing.Union):
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (
+        tuple,
+        typing.Union,
+    ):
         for arg in typing.get_args(annotation):
             if (found := _model_in(arg)) is not None:
                 return found

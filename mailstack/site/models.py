@@ -7,7 +7,7 @@ in ``Site.check_rules`` and report each problem with its own field path.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -151,8 +151,10 @@ class Site(Model):
             raise PydanticCustomError(
                 "site_rules",
                 "{summary}",
-                {"summary": "; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems),
-                 "problems": problems},
+                {
+                    "summary": "; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems),
+                    "problems": problems,
+                },
             )
         return self
 
@@ -175,7 +177,10 @@ class Site(Model):
         seen_domains: dict[str, int] = {}
         for i, d in enumerate(self.domains):
             if d.name in seen_domains:
-                yield ("domains", i, "name"), f"duplicate domain {d.name} (also domains[{seen_domains[d.name]}])"
+                yield (
+                    ("domains", i, "name"),
+                    f"duplicate domain {d.name} (also domains[{seen_domains[d.name]}])",
+                )
             seen_domains.setdefault(d.name, i)
         seen: dict[str, str] = {}
         entries = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]
@@ -188,7 +193,10 @@ class Site(Model):
         seen_hosts: dict[str, int] = {}
         for i, h in enumerate(self.hosts):
             if h.name in seen_hosts:
-                yield ("hosts", i, "name"), f"duplicate host name {h.name} (also hosts[{seen_hosts[h.name]}])"
+                yield (
+                    ("hosts", i, "name"),
+                    f"duplicate host name {h.name} (also hosts[{seen_hosts[h.name]}])",
+                )
             seen_hosts.setdefault(h.name, i)
 
     def _unlisted_domains(self) -> Iterator[tuple[Loc, str]]:
@@ -226,7 +234,7 @@ class Site(Model):
                 yield from check(("domains", i, "catch_all"), d.catch_all, "catch-all target")
 
     def _alias_loops(self) -> Iterator[tuple[Loc, str]]:
-        graph = {a.address: [t for t in a.to] for a in self.aliases}
+        graph = {a.address: list(a.to) for a in self.aliases}
         index = {a.address: i for i, a in enumerate(self.aliases)}
         reported: set[frozenset[str]] = set()
         for start in graph:
@@ -240,7 +248,10 @@ class Site(Model):
         owner: dict[int, str] = {}
         for name, port in self.network.ports.published().items():
             if port in owner:
-                yield ("network", "ports", name), f"port {port} is already published for {owner[port]}"
+                yield (
+                    ("network", "ports", name),
+                    f"port {port} is already published for {owner[port]}",
+                )
             owner.setdefault(port, name)
 
     def _size_against_quota(self) -> Iterator[tuple[Loc, str]]:
@@ -249,9 +260,12 @@ class Site(Model):
             return
         smallest, address = min(quotas)
         if self.limits.message_size > smallest:
-            yield ("limits", "message_size"), (
-                f"message_size ({self.limits.message_size} bytes) is larger than the smallest "
-                f"quota ({smallest} bytes, {address}); such a message could never be delivered"
+            yield (
+                ("limits", "message_size"),
+                (
+                    f"message_size ({self.limits.message_size} bytes) is larger than the smallest "
+                    f"quota ({smallest} bytes, {address}); such a message could never be delivered"
+                ),
             )
 
 

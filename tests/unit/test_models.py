@@ -42,8 +42,16 @@ def test_models_are_frozen() -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("25M", 25 * 1024**2), ("2G", 2 * 1024**3), ("512k", 512 * 1024), ("1.5G", 1536 * 1024**2),
-     ("10 MiB", 10 * 1024**2), ("4096", 4096), (1000, 1000), ("1T", 1024**4)],
+    [
+        ("25M", 25 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("512k", 512 * 1024),
+        ("1.5G", 1536 * 1024**2),
+        ("10 MiB", 10 * 1024**2),
+        ("4096", 4096),
+        (1000, 1000),
+        ("1T", 1024**4),
+    ],
 )
 def test_sizes(text: str | int, size: int) -> None:
     assert parse_size(text) == size
@@ -67,7 +75,9 @@ def test_addresses_and_domains_are_normalised() -> None:
     assert parse_address("o'neil@bücher.example") == "o'neil@xn--bcher-kva.example"
 
 
-@pytest.mark.parametrize("bad", ["a@b", "a..b@example.org", ".a@example.org", "a@-x.example", "a b@example.org"])
+@pytest.mark.parametrize(
+    "bad", ["a@b", "a..b@example.org", ".a@example.org", "a@-x.example", "a b@example.org"]
+)
 def test_bad_addresses(bad: str) -> None:
     with pytest.raises(ValueError, match=r"domain|local part|email"):
         parse_address(bad)
@@ -89,8 +99,8 @@ def test_partial_ports_publish_only_those() -> None:
 
 
 def test_bind_accepts_a_list_with_ipv6() -> None:
-    text = (FIXTURES / "valid" / "base.yaml").read_text().replace(
-        "bind: 127.0.0.1", "bind: [127.0.0.1, '::1']"
+    text = (
+        (FIXTURES / "valid" / "base.yaml").read_text().replace("bind: 127.0.0.1", "bind: [127.0.0.1, '::1']")
     )
     assert parse_site(text).network.bind == ("127.0.0.1", "::1")
 

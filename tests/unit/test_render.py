@@ -47,7 +47,8 @@ def test_render_twice_is_byte_identical_and_keeps_state(site_dir: Path) -> None:
     assert tree(out) == rendered
     assert tree(state) == kept
     assert "unchanged compose.yaml" in second_out
-    assert "create" not in second_out and "changed " not in second_out.replace("unchanged", "")
+    assert "create" not in second_out
+    assert "changed " not in second_out.replace("unchanged", "")
 
 
 def test_state_holds_keys_certs_and_passwords_with_tight_modes(site_dir: Path) -> None:
@@ -58,8 +59,14 @@ def test_state_holds_keys_certs_and_passwords_with_tight_modes(site_dir: Path) -
         keys = [name for name in files if name.startswith(f"dkim/{domain}/")]
         assert len(keys) == 2
         assert any(b"BEGIN PRIVATE KEY" in files[k] for k in keys)
-    assert {"tls/ca.crt", "tls/ca.key", "tls/mail.acme.example/ecdsa.crt",
-            "tls/mail.acme.example/rsa.crt", "secrets/redis", "secrets/rspamd_controller"} <= set(files)
+    assert {
+        "tls/ca.crt",
+        "tls/ca.key",
+        "tls/mail.acme.example/ecdsa.crt",
+        "tls/mail.acme.example/rsa.crt",
+        "secrets/redis",
+        "secrets/rspamd_controller",
+    } <= set(files)
     for path in [state, *state.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
@@ -120,8 +127,15 @@ def test_every_file_has_the_header_where_comments_exist(site_dir: Path) -> None:
 def test_output_tree_layout(site_dir: Path) -> None:
     cli_render(site_dir)
     names = set(tree(site_dir / "build" / "acme"))
-    assert {"compose.yaml", "ansible/inventory.yml", "ansible/group_vars/all.yml",
-            "dns/records.json", "config/postfix/main.cf", "config/dovecot/dovecot.conf", MANIFEST} <= names
+    assert {
+        "compose.yaml",
+        "ansible/inventory.yml",
+        "ansible/group_vars/all.yml",
+        "dns/records.json",
+        "config/postfix/main.cf",
+        "config/dovecot/dovecot.conf",
+        MANIFEST,
+    } <= names
 
 
 def test_rendered_output_holds_no_secrets(site_dir: Path) -> None:
@@ -138,8 +152,11 @@ def test_new_domain_adds_keys_without_touching_existing_ones(site_dir: Path) -> 
     state = site_dir / ".mailstack" / "acme"
     kept = tree(state)
     site_file = site_dir / "site.yaml"
-    site_file.write_text(site_file.read_text().replace(
-        "  - name: acme-shop.example", "  - name: acme-new.example\n  - name: acme-shop.example"))
+    site_file.write_text(
+        site_file.read_text().replace(
+            "  - name: acme-shop.example", "  - name: acme-new.example\n  - name: acme-shop.example"
+        )
+    )
     cli_render(site_dir)
     now = tree(state)
     assert all(now[name] == content for name, content in kept.items())

@@ -1,0 +1,56 @@
+# Shared by people, pre-commit and CI (.ci/run calls `make test`).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST := $(BIN)/pytest --durations=15
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration test-e2e lint fmt golden clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv with mailstack (editable) and the dev tools
+	@echo "mailstack installed in $(VENV): $$($(BIN)/mailstack --version)"
+
+demo: install  ## Validate and render the demo site (examples/demo.yaml)
+	$(BIN)/mailstack validate examples/demo.yaml
+	$(BIN)/mailstack render examples/demo.yaml -o build/demo --state .mailstack/demo
+	@echo "Rendered the demo site into build/demo; its state (keys, CA, passwords) is in .mailstack/demo."
+
+test: install lint  ## Lint, then every test layer (unit, integration, e2e)
+	$(PYTEST) -m "unit or integration or e2e"
+
+test-unit: install  ## Unit tests only (models, rendering, CLI)
+	$(PYTEST) -m unit
+
+test-integration: install  ## Integration tests against the stack in Docker
+	$(PYTEST) -m integration
+
+test-e2e: install  ## Ansible against a server container
+	$(PYTEST) -m e2e
+
+lint: install  ## ruff, mypy (strict), yamllint, ansible-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/yamllint --strict .
+	@if [ -f playbooks/site.yml ]; then $(BIN)/ansible-lint --profile production playbooks/; fi
+
+fmt: install  ## Format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+golden: install  ## Rewrite tests/golden from the templates (review the diff!)
+	$(BIN)/pytest -q tests/unit/test_golden.py --update-golden
+
+clean:  ## Remove the venv, caches and rendered output (never state)
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
