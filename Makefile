@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)  ## Create .venv with mailstack (editable) and the dev tools
+install: $(STAMP)  ## .venv with mailstack (editable) and dev tools; a running Docker engine with compose v2
 	@echo "mailstack installed in $(VENV): $$($(BIN)/mailstack --version)"
+	@PYTHON=$(BIN)/python scripts/install-engine.sh
 
-demo: install  ## Validate and render the demo site (examples/demo.yaml)
-	$(BIN)/mailstack validate examples/demo.yaml
-	$(BIN)/mailstack render examples/demo.yaml -o build/demo --state .mailstack/demo
-	@echo "Rendered the demo site into build/demo; its state (keys, CA, passwords) is in .mailstack/demo."
+DEMO := examples/demo.yaml -o build/demo --state .mailstack/demo
+
+demo: install  ## Bring the demo site up on 127.0.0.1, send a mail and read it back
+	$(BIN)/mailstack images build --bootstrap-base
+	$(BIN)/mailstack up $(DEMO)
+	$(BIN)/mailstack probe $(DEMO) --user alice@example.test --password alice-demo-password
 
 test: install lint  ## Lint, then every test layer (unit, integration, e2e)
 	$(PYTEST) -m "unit or integration or e2e"

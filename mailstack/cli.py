@@ -13,9 +13,11 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from mailstack import __version__
+from mailstack import __version__, engine
 from mailstack.errors import UserError
+from mailstack.images import ensure_images
 from mailstack.passwords import SCHEMES, hash_password
+from mailstack.probe import round_trip
 from mailstack.render import default_paths, render_site
 from mailstack.render.writer import Change
 from mailstack.site.loader import load_site
@@ -35,6 +37,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SitePath = Annotated[Path, typer.Argument(help="The site description (YAML).", show_default=False)]
+OutDir = Annotated[
+    Path | None,
+    typer.Option("-o", "--output", help="Output directory [default: build/<site> beside the site file]."),
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state", help="State directory [default: .mailstack/<site> beside the site file]."),
+]
+BaseImage = Annotated[
+    str | None, typer.Option("--base-image", help="Base image to build FROM [default: first present].")
+]
+Bootstrap = Annotated[
+    bool,
+    typer.Option(
+        "--bootstrap-base", help="Without a base image, build one from Debian's mirror (debootstrap)."
+    ),
+]
+images_app = typer.Typer(help="Build the service images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -142,9 +163,126 @@ def hash_password_command(
 
 
 @app.command()
+@user_errors
+def up(
+    site: SitePath,
+    output: OutDir = None,
+    state: StateDir = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 180,
+    base_image: BaseImage = None,
+    bootstrap_base: Bootstrap = False,
+) -> None:
+    """Render, build images if needed, start the stack and wait until it is healthy."""
+    project = _project(site, output, state)
+    result = engine.up(project, timeout=timeout, base=base_image, bootstrap=bootstrap_base, say=out.print)
+    changed = [a.path for a in result.actions if a.change is not Change.UNCHANGED]
+    out.print(
+        f"{project.name} is up and healthy after {result.seconds:.0f}s "
+        f"({len(changed)} files changed, reloaded: {', '.join(result.reloaded) or 'none'})"
+    )
+    for protocol, where, security in engine.endpoints(project.site):
+        out.print(f"  {protocol:<12} {where:<22} {security}")
+
+
+@app.command()
+@user_errors
+def down(
+    site: SitePath,
+    output: OutDir = None,
+    state: StateDir = None,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete mail, queue and data volumes.")
+    ] = False,
+) -> None:
+    """Stop the stack. Mail and queues are kept unless --volumes is given."""
+    project = _project(site, output, state)
+    engine.down(project, volumes=volumes)
+    out.print(f"{project.name} is down" + (" and its volumes are deleted" if volumes else "; volumes kept"))
+
+
+@app.command()
+@user_errors
+def status(site: SitePath, output: OutDir = None, state: StateDir = None) -> None:
+    """Show each service's state, health and published ports."""
+    project = _project(site, output, state)
+    rows = engine.status(project)
+    if not rows:
+        out.print(f"{project.name} is not running")
+        raise typer.Exit(3)
+    for row in rows:
+        out.print(f"{row['service']:<10} {row['state']:<10} {row['health']:<10} {row['ports']}")
+
+
+@app.command()
+@user_errors
+def logs(
+    site: SitePath,
+    service: Annotated[str | None, typer.Argument(help="postfix, dovecot, rspamd or redis.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines of each service.")] = None,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Print the stack's logs, or one service's."""
+    raise typer.Exit(engine.logs(_project(site, output, state), service, follow=follow, tail=tail))
+
+
+@app.command()
+@user_errors
+def probe(
+    site: SitePath,
+    user: Annotated[str, typer.Option(help="Mailbox to log in as (the message goes to itself).")],
+    password: Annotated[
+        str | None, typer.Option(help="Its password [default: read from standard input].")
+    ] = None,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Send a message through submission and read it back over IMAP, as a mail client would."""
+    project = _project(site, output, state)
+    result = round_trip(project.site, project.state_dir, user, password or _read_password())
+    out.print(
+        f"sent {result.subject!r} via {result.sent_via}; found it via {result.found_via} "
+        f"after {result.seconds:.1f}s"
+    )
+    out.print(connect_help(project, user))
+
+
+@images_app.command("build")
+@user_errors
+def images_build(
+    base_image: BaseImage = None,
+    bootstrap_base: Bootstrap = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when nothing changed.")] = False,
+) -> None:
+    """Build the postfix, dovecot, rspamd and redis images (cached by content)."""
+    engine.check_engine()
+    for result in ensure_images(base=base_image, bootstrap=bootstrap_base, rebuild=rebuild, say=out.print):
+        out.print(f"{result.tag:<28} {'built' if result.built else 'up to date'}")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the site description."""
     sys.stdout.write(schema_text())
+
+
+def _project(site: Path, output: Path | None, state: Path | None) -> engine.Project:
+    s = load_site(site)
+    default_out, default_state = default_paths(s, site)
+    return engine.Project(site=s, out_dir=output or default_out, state_dir=state or default_state)
+
+
+def connect_help(project: engine.Project, user: str) -> str:
+    lines = [f"Connect a mail client to {project.site.hostname} (or the address below) as {user}:"]
+    lines += [f"  {p:<12} {where:<22} {sec}" for p, where, sec in engine.endpoints(project.site)]
+    lines.append(
+        f"  The TLS certificate is signed by the site's own CA: {project.state_dir / 'tls' / 'ca.crt'}"
+    )
+    lines.append(
+        "  Passwords: only hashes are stored; the demo's are listed at the top of examples/demo.yaml."
+    )
+    return "\n".join(lines)
 
 
 def _read_password() -> str:

