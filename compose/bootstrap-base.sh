@@ -2,7 +2,7 @@
 # Build a minimal Debian 13 "trixie" base image with debootstrap + docker import,
 # for hosts that cannot pull debian:trixie-slim from a registry.
 #
-# Usage: scripts/bootstrap-base.sh [IMAGE_NAME]      (default: mailstack/base:trixie)
+# Usage: compose/bootstrap-base.sh [IMAGE_NAME]      (default: mailstack/base:trixie)
 # Environment:
 #   MIRROR   Debian mirror (default: the host's apt sources, else http://deb.debian.org/debian)
 #   SUITE    Debian suite (default: trixie)
