@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest --durations=15
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-e2e lint fmt golden clean
+.PHONY: help install images demo test test-unit test-integration test-e2e lint fmt golden clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,23 +21,25 @@ install: $(STAMP)  ## .venv with mailstack (editable) and dev tools; a running D
 	@echo "mailstack installed in $(VENV): $$($(BIN)/mailstack --version)"
 	@PYTHON=$(BIN)/python scripts/install-engine.sh
 
+images: install  ## Build the service images (and, without a registry, the Debian 13 base image)
+	$(BIN)/mailstack images build --bootstrap-base
+
 DEMO := examples/demo.yaml -o build/demo --state .mailstack/demo
 
-demo: install  ## Bring the demo site up on 127.0.0.1, send a mail and read it back
-	$(BIN)/mailstack images build --bootstrap-base
+demo: images  ## Bring the demo site up on 127.0.0.1, send a mail and read it back
 	$(BIN)/mailstack up $(DEMO)
 	$(BIN)/mailstack probe $(DEMO) --user alice@example.test --password alice-demo-password
 
-test: install lint  ## Lint, then every test layer (unit, integration, e2e)
+test: lint images  ## Lint, then every test layer (unit, integration, e2e)
 	$(PYTEST) -m "unit or integration or e2e"
 
 test-unit: install  ## Unit tests only (models, rendering, CLI)
 	$(PYTEST) -m unit
 
-test-integration: install  ## Integration tests against the stack in Docker
+test-integration: images  ## Integration tests against the stack in Docker
 	$(PYTEST) -m integration
 
-test-e2e: install  ## Ansible against a server container
+test-e2e: images  ## Ansible against a server container
 	$(PYTEST) -m e2e
 
 lint: install  ## ruff, mypy (strict), yamllint, ansible-lint
