@@ -14,6 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+import docker.errors
+from docker.models.images import Image
+
 from mailstack import __version__
 from mailstack.errors import UserError
 from mailstack.resources import resource_dir
@@ -44,25 +48,24 @@ def log_dir() -> Path:
     return base / "mailstack" / "logs"
 
 
+def _image(name: str) -> Image | None:
+    try:
+        return docker.from_env().images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.DockerException as exc:
+        raise UserError(f"cannot ask the Docker engine about image {name}: {exc}") from None
+
+
 def image_id(name: str) -> str | None:
-    result = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
+    image = _image(name)
+    return str(image.id) if image else None
 
 
 def image_label(name: str, label: str) -> str | None:
-    result = subprocess.run(
-        ["docker", "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    value = result.stdout.strip()
-    return value if result.returncode == 0 and value and value != "<no value>" else None
+    image = _image(name)
+    value = (image.labels or {}).get(label) if image else None
+    return str(value) if value else None
 
 
 def resolve_base(requested: str | None, *, bootstrap: bool, say: Callable[[str], None]) -> str:
