@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from mailstack import __version__, engine
+from mailstack.deploy import DeployOptions
+from mailstack.deploy import deploy as run_deploy
 from mailstack.errors import UserError
 from mailstack.images import ensure_images
 from mailstack.passwords import SCHEMES, hash_password
@@ -225,6 +227,47 @@ def logs(
 ) -> None:
     """Print the stack's logs, or one service's."""
     raise typer.Exit(engine.logs(_project(site, output, state), service, follow=follow, tail=tail))
+
+
+@app.command()
+@user_errors
+def deploy(
+    site: SitePath,
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; report what would change.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the changes to files.")] = False,
+    limit: Annotated[str | None, typer.Option(help="Only these hosts (Ansible pattern).")] = None,
+    tags: Annotated[str | None, typer.Option(help="Only these roles: host, docker, harden, stack.")] = None,
+    images: Annotated[
+        str, typer.Option(help="build: build on the hosts; load: ship `docker save` archives.")
+    ] = "build",
+    base_image: BaseImage = None,
+    bootstrap_base: Bootstrap = False,
+    vault_password_file: Annotated[
+        Path | None, typer.Option(help="For state committed encrypted with ansible-vault.")
+    ] = None,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Install, harden and run the site on its hosts with Ansible over SSH."""
+    if images not in ("build", "load"):
+        raise UserError(f"--images must be build or load, not {images!r}")
+    project = _project(site, output, state)
+    render_site(project.site, project.out_dir, project.state_dir)
+    options = DeployOptions(
+        check=check,
+        diff=diff,
+        limit=limit,
+        tags=tags,
+        images=images,
+        base_image=base_image,
+        bootstrap_base=bootstrap_base,
+        vault_password_file=vault_password_file,
+    )
+    result = run_deploy(project.site, project.out_dir, project.state_dir, options, say=out.print)
+    for host, counts in result.recap.items():
+        out.print(f"{host}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    if not result.ok:
+        raise UserError(f"deploy failed (ansible-playbook exit {result.returncode})")
 
 
 @app.command()

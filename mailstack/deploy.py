@@ -1,0 +1,174 @@
+"""`mailstack deploy`: render for the hosts' layout, then run playbooks/site.yml over SSH."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailstack import __version__
+from mailstack.errors import UserError
+from mailstack.images import SERVICES, ensure_images, image_id, image_tag
+from mailstack.render import plan_files
+from mailstack.render.writer import diff, with_manifest, write
+from mailstack.resources import resource_dir
+from mailstack.site.models import Site
+from mailstack.state import State
+
+# The layout on every host; the rendered compose project refers to state relative to it.
+HOST_ROOT = Path("/opt/mailstack")
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)"
+)
+
+Say = Callable[[str], None]
+
+
+class DeployError(UserError):
+    """The play failed or could not start."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    check: bool = False
+    diff: bool = False
+    limit: str | None = None
+    tags: str | None = None
+    images: str = "build"  # build | load
+    base_image: str | None = None
+    bootstrap_base: bool = False
+    vault_password_file: Path | None = None
+
+
+@dataclass
+class DeployResult:
+    returncode: int
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and all(
+            r["failed"] == 0 and r["unreachable"] == 0 for r in self.recap.values()
+        )
+
+
+def release_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".release")
+
+
+def render_release(site: Site, state_dir: Path, out_dir: Path) -> Path:
+    """The same site rendered for /opt/mailstack/<site>/{live,state} on the hosts."""
+    view = State(state_dir).ensure(site)
+    host_dir = HOST_ROOT / site.site
+    files = with_manifest(plan_files(site, view, host_dir / "state", host_dir / "live"))
+    target = release_dir(out_dir)
+    write(target, diff(target, files))
+    return target
+
+
+def image_archive(out_dir: Path, say: Say) -> Path:
+    """A `docker save` of the service images, made again only when an image changed."""
+    archive = out_dir.with_name(out_dir.name + ".images.tar")
+    ids_file = archive.with_suffix(".ids")
+    tags = [image_tag(s) for s in SERVICES]
+    ids = json.dumps({t: image_id(t) for t in tags}, sort_keys=True)
+    if archive.exists() and ids_file.exists() and ids_file.read_text() == ids:
+        return archive
+    say(f"saving {len(tags)} images to {archive}")
+    run = subprocess.run(
+        ["docker", "save", "--output", str(archive), *tags], capture_output=True, text=True, check=False
+    )
+    if run.returncode != 0:
+        raise DeployError(f"docker save failed: {run.stderr.strip()}")
+    ids_file.write_text(ids)
+    return archive
+
+
+def deploy(
+    site: Site, out_dir: Path, state_dir: Path, options: DeployOptions, say: Say = print
+) -> DeployResult:
+    if not site.hosts:
+        raise DeployError("the site lists no hosts; add a `hosts:` entry to deploy to")
+    release = render_release(site, state_dir, out_dir)
+    extra: dict[str, object] = {
+        "mailstack_version": __version__,
+        "mailstack_release_src": str(release.resolve()),
+        "mailstack_state_src": str(state_dir.resolve()),
+        "mailstack_stack_images_mode": options.images,
+    }
+    if options.images == "load":
+        ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say)
+        extra["mailstack_images_archive"] = str(image_archive(out_dir, say).resolve())
+    else:
+        extra["mailstack_images_src"] = str(resource_dir("compose"))
+        if options.base_image:
+            extra["mailstack_stack_base_image"] = options.base_image
+        if options.bootstrap_base:
+            extra["mailstack_stack_base_bootstrap"] = True
+            extra.setdefault("mailstack_stack_base_image", "mailstack/base:trixie")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="mailstack-vars-", delete=False) as handle:
+        json.dump(extra, handle)
+    try:
+        return run_playbook(out_dir / "ansible" / "inventory.yml", Path(handle.name), options, say)
+    finally:
+        Path(handle.name).unlink()
+
+
+def run_playbook(inventory: Path, extra_vars: Path, options: DeployOptions, say: Say) -> DeployResult:
+    playbooks = resource_dir("playbooks")
+    command = [
+        str(Path(sys.executable).with_name("ansible-playbook")),
+        "--inventory",
+        str(inventory),
+        "--extra-vars",
+        f"@{extra_vars}",
+        str(playbooks / "site.yml"),
+    ]
+    command += ["--check"] if options.check else []
+    command += ["--diff"] if options.diff else []
+    command += ["--limit", options.limit] if options.limit else []
+    command += ["--tags", options.tags] if options.tags else []
+    if options.vault_password_file:
+        command += ["--vault-password-file", str(options.vault_password_file)]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(playbooks / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    result = DeployResult(returncode=1)
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+    except OSError as exc:
+        raise DeployError(f"cannot run ansible-playbook: {exc}") from None
+    assert process.stdout is not None  # noqa: S101 - we asked for a pipe
+    for line in process.stdout:
+        shown = progress_line(line.rstrip("\n"))
+        if shown is not None:
+            say(shown)
+        if match := _RECAP.match(line.strip()):
+            result.recap[match["host"]] = {k: int(v) for k, v in match.groupdict().items() if k != "host"}
+    result.returncode = process.wait()
+    return result
+
+
+def progress_line(line: str) -> str | None:
+    """Ansible's default output, without its rulers: one line per task and per host result."""
+    stripped = line.rstrip("*").rstrip()
+    if not stripped:
+        return None
+    if stripped.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [")):
+        return stripped
+    if stripped.startswith("PLAY RECAP"):
+        return "PLAY RECAP"
+    return "  " + stripped
