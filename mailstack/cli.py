@@ -25,6 +25,7 @@ from mailstack.render.writer import Change
 from mailstack.site.loader import load_site
 from mailstack.site.schema import SCHEMA_RELPATH, schema_text, write_schema
 from mailstack.starter import create_starter
+from mailstack.vault import Vault, decrypt_state, encrypt_state
 
 app = typer.Typer(
     name="mailstack",
@@ -56,8 +57,16 @@ Bootstrap = Annotated[
         "--bootstrap-base", help="Without a base image, build one from Debian's mirror (debootstrap)."
     ),
 ]
+VaultFile = Annotated[
+    Path | None,
+    typer.Option("--vault-password-file", help="Password file for state encrypted with ansible-vault."),
+]
 images_app = typer.Typer(help="Build the service images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+vault_app = typer.Typer(
+    help="Encrypt the state for git with ansible-vault, or decrypt it.", no_args_is_help=True
+)
+app.add_typer(vault_app, name="vault")
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -133,11 +142,13 @@ def render(
         typer.Option("--state", help="State directory [default: .mailstack/<site> beside the site file]."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")] = False,
+    vault_password_file: VaultFile = None,
 ) -> None:
     """Render the compose project, Ansible inventory and DNS records (plan → diff → write)."""
     s = load_site(site)
     default_out, default_state = default_paths(s, site)
-    result = render_site(s, output or default_out, state or default_state, dry_run=dry_run)
+    vault = Vault(vault_password_file) if vault_password_file else None
+    result = render_site(s, output or default_out, state or default_state, dry_run=dry_run, vault=vault)
     verb = "would create" if dry_run else "created"
     for item in result.state.created:
         out.print(f"state     {verb} {item}")
@@ -242,9 +253,7 @@ def deploy(
     ] = "build",
     base_image: BaseImage = None,
     bootstrap_base: Bootstrap = False,
-    vault_password_file: Annotated[
-        Path | None, typer.Option(help="For state committed encrypted with ansible-vault.")
-    ] = None,
+    vault_password_file: VaultFile = None,
     output: OutDir = None,
     state: StateDir = None,
 ) -> None:
@@ -252,7 +261,8 @@ def deploy(
     if images not in ("build", "load"):
         raise UserError(f"--images must be build or load, not {images!r}")
     project = _project(site, output, state)
-    render_site(project.site, project.out_dir, project.state_dir)
+    vault = Vault(vault_password_file) if vault_password_file else None
+    render_site(project.site, project.out_dir, project.state_dir, vault=vault)
     options = DeployOptions(
         check=check,
         diff=diff,
@@ -302,6 +312,32 @@ def images_build(
     engine.check_engine()
     for result in ensure_images(base=base_image, bootstrap=bootstrap_base, rebuild=rebuild, say=out.print):
         out.print(f"{result.tag:<28} {'built' if result.built else 'up to date'}")
+
+
+@vault_app.command("encrypt")
+@user_errors
+def vault_encrypt(
+    site: SitePath,
+    vault_password_file: Annotated[Path, typer.Option("--vault-password-file", help="The vault password.")],
+    state: StateDir = None,
+) -> None:
+    """Encrypt every state file in place (state.json stays plain)."""
+    project = _project(site, None, state)
+    result = encrypt_state(project.state_dir, Vault(vault_password_file))
+    out.print(f"encrypted {len(result.changed)} files in {project.state_dir} ({result.skipped} already were)")
+
+
+@vault_app.command("decrypt")
+@user_errors
+def vault_decrypt(
+    site: SitePath,
+    vault_password_file: Annotated[Path, typer.Option("--vault-password-file", help="The vault password.")],
+    state: StateDir = None,
+) -> None:
+    """Decrypt every state file in place, for `mailstack up` on this machine."""
+    project = _project(site, None, state)
+    result = decrypt_state(project.state_dir, Vault(vault_password_file))
+    out.print(f"decrypted {len(result.changed)} files in {project.state_dir} ({result.skipped} were plain)")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from mailstack.render.writer import diff, with_manifest, write
 from mailstack.resources import resource_dir
 from mailstack.site.models import Site
 from mailstack.state import State
+from mailstack.vault import Vault
 
 # The layout on every host; the rendered compose project refers to state relative to it.
 HOST_ROOT = Path("/opt/mailstack")
@@ -63,9 +64,9 @@ def release_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".release")
 
 
-def render_release(site: Site, state_dir: Path, out_dir: Path) -> Path:
+def render_release(site: Site, state_dir: Path, out_dir: Path, vault: Vault | None = None) -> Path:
     """The same site rendered for /opt/mailstack/<site>/{live,state} on the hosts."""
-    view = State(state_dir).ensure(site)
+    view = State(state_dir, vault=vault).ensure(site)
     host_dir = HOST_ROOT / site.site
     files = with_manifest(plan_files(site, view, host_dir / "state", host_dir / "live"))
     target = release_dir(out_dir)
@@ -96,7 +97,8 @@ def deploy(
 ) -> DeployResult:
     if not site.hosts:
         raise DeployError("the site lists no hosts; add a `hosts:` entry to deploy to")
-    release = render_release(site, state_dir, out_dir)
+    vault = Vault(options.vault_password_file) if options.vault_password_file else None
+    release = render_release(site, state_dir, out_dir, vault)
     extra: dict[str, object] = {
         "mailstack_version": __version__,
         "mailstack_release_src": str(release.resolve()),

@@ -26,6 +26,7 @@ from mailstack.render.context import STATE_MOUNT
 from mailstack.render.writer import Action, Change, diff, with_manifest, write
 from mailstack.site.models import Site
 from mailstack.state import State
+from mailstack.vault import is_encrypted_state
 
 Say = Callable[[str], None]
 
@@ -114,6 +115,11 @@ def up(
     check_engine()
     result = UpResult()
     result.images_built = [r.tag for r in ensure_images(base=base, bootstrap=bootstrap, say=say) if r.built]
+    if project.state_dir.exists() and is_encrypted_state(project.state_dir):
+        raise EngineError(
+            f"{project.state_dir} is encrypted with ansible-vault; containers need it plain: "
+            "run `mailstack vault decrypt` first (and keep it out of git)"
+        )
     state = State(project.state_dir)
     view = state.ensure(project.site)
     files = with_manifest(plan_files(project.site, view, project.state_dir, project.out_dir))

@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +32,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailstack.errors import StateError
 from mailstack.site.models import Site
+
+if TYPE_CHECKING:
+    from mailstack.vault import Vault
+
+VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 STATE_FORMAT = 1
 SECRET_NAMES = ("rspamd_controller", "redis")
@@ -69,9 +74,10 @@ class StateChanges:
 class State:
     """A state directory. With ``write=False`` missing items are made in memory only."""
 
-    def __init__(self, root: Path, *, write: bool = True) -> None:
+    def __init__(self, root: Path, *, write: bool = True, vault: Vault | None = None) -> None:
         self.root = root
         self.write = write
+        self.vault = vault
         self.changes = StateChanges()
         self._pending: dict[str, bytes] = {}
 
@@ -168,7 +174,14 @@ class State:
     def read(self, relpath: str) -> bytes:
         if relpath in self._pending:
             return self._pending[relpath]
-        return (self.root / relpath).read_bytes()
+        data = (self.root / relpath).read_bytes()
+        if data.startswith(VAULT_HEADER):
+            if self.vault is None:
+                raise StateError(
+                    f"{self.root / relpath} is encrypted with ansible-vault; pass --vault-password-file"
+                )
+            return self.vault.decrypt(data, str(self.root / relpath))
+        return data
 
     def _key(self, relpath: str, make: Callable[[], PrivateKey]) -> PrivateKey:
         self._create(

@@ -12,6 +12,7 @@ from mailstack.render.writer import Action, PlannedFile, diff, with_manifest, wr
 from mailstack.resources import resource_dir
 from mailstack.site.models import Site
 from mailstack.state import State, StateChanges, StateView
+from mailstack.vault import Vault
 
 # Template subtree → output subtree. compose/<service>/… lands in config/<service>/….
 _TREES = {"compose": "config", "ansible": "ansible"}
@@ -32,8 +33,10 @@ def default_paths(site: Site, site_path: Path) -> tuple[Path, Path]:
     return base / "build" / site.site, base / ".mailstack" / site.site
 
 
-def render_site(site: Site, out_dir: Path, state_dir: Path, *, dry_run: bool = False) -> RenderResult:
-    state = State(state_dir, write=not dry_run)
+def render_site(
+    site: Site, out_dir: Path, state_dir: Path, *, dry_run: bool = False, vault: Vault | None = None
+) -> RenderResult:
+    state = State(state_dir, write=not dry_run, vault=vault)
     view = state.ensure(site)
     files = with_manifest(plan_files(site, view, state_dir, out_dir))
     actions = diff(out_dir, files)
