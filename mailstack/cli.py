@@ -20,6 +20,7 @@ from mailstack.errors import UserError
 from mailstack.images import ensure_images
 from mailstack.passwords import SCHEMES, hash_password
 from mailstack.probe import round_trip
+from mailstack.purge import purge_hosts, purge_local
 from mailstack.render import default_paths, render_site
 from mailstack.render.writer import Change
 from mailstack.site.loader import load_site
@@ -312,6 +313,24 @@ def images_build(
     engine.check_engine()
     for result in ensure_images(base=base_image, bootstrap=bootstrap_base, rebuild=rebuild, say=out.print):
         out.print(f"{result.tag:<28} {'built' if result.built else 'up to date'}")
+
+
+@app.command()
+@user_errors
+def purge(
+    site: SitePath,
+    address: Annotated[str, typer.Argument(help="The address whose stored mail is deleted.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete it.")] = False,
+    hosts: Annotated[bool, typer.Option("--hosts", help="On the site's hosts instead of here.")] = False,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Delete the stored mail of an address that is no longer in the site."""
+    project = _project(site, output, state)
+    if hosts:
+        raise typer.Exit(purge_hosts(project, address, yes=yes))
+    removed = purge_local(project, address, yes=yes)
+    out.print(f"purged {address}: {'nothing was stored' if removed == 'none' else removed + ' deleted'}")
 
 
 @vault_app.command("encrypt")

@@ -84,3 +84,16 @@ def test_compose_ps_json_in_both_shapes() -> None:
     assert engine._json_lines('{"Service": "a"}\n{"Service": "b"}\n') == [{"Service": "a"}, {"Service": "b"}]
     assert engine._json_lines('[{"Service": "a"}]') == [{"Service": "a"}]
     assert engine._json_lines("") == []
+
+
+def test_purge_refuses_a_current_mailbox_and_needs_yes(project: engine.Project) -> None:
+    from mailstack.errors import UserError
+    from mailstack.purge import mail_home, purge_local
+
+    with pytest.raises(UserError, match="still a mailbox of the site"):
+        purge_local(project, "Admin@Test.Example", yes=True)
+    with pytest.raises(UserError, match="pass --yes"):
+        purge_local(project, "gone@test.example", yes=False)
+    assert mail_home("Gone@Test.Example") == "/var/vmail/test.example/gone"
+    with pytest.raises(UserError, match="ADDRESS"):
+        mail_home("../../etc@x.example")
