@@ -40,7 +40,9 @@ CONFIG_CHECKS: dict[str, tuple[str, list[str]]] = {
 RELOAD: dict[str, list[str]] = {
     "postfix": ["exec", "-T", "postfix", "postfix", "reload"],
     "dovecot": ["exec", "-T", "dovecot", "doveadm", "reload"],
-    "rspamd": ["kill", "--signal", "HUP", "rspamd"],
+    # Through the entrypoint, which refreshes its copies of the keys first; `docker kill`
+    # would mark the container as stopped by hand and void `restart: unless-stopped`.
+    "rspamd": ["exec", "-T", "rspamd", "rspamd-reload"],
     "redis": ["restart", "redis"],
 }
 

@@ -27,7 +27,49 @@ CONTAINER_PORTS: dict[str, tuple[str, int]] = {
     "pop3s": ("dovecot", 995),
     "managesieve": ("dovecot", 4190),
 }
+# Ports the services speak to each other on, over the compose networks only (never published).
+INTERNAL_PORTS: dict[str, int] = {
+    "lmtp": 24,  # dovecot LMTP, for postfix's virtual_transport
+    "sasl": 12345,  # dovecot auth, for postfix's smtpd_sasl_path
+    "quota_status": 12340,  # dovecot quota-status policy, for postfix's check_policy_service
+    "milter": 11332,  # rspamd proxy worker in milter mode
+    "normal": 11333,  # rspamd normal (scanner) worker
+    "controller": 11334,  # rspamd controller (web UI, learning); back network only
+    "redis": 6379,
+}
 STATE_MOUNT = "/run/mailstack/state"
+# tmpfs where the rspamd entrypoint puts what its unprivileged workers must read (0400, _rspamd).
+RSPAMD_SECRETS = "/run/rspamd-secrets"
+# tmpfs where the redis entrypoint puts its ACL file (0400, redis).
+REDIS_SECRETS = "/run/redis-secrets"
+# Where tls.mode "files" mounts the operator's certificate and key in postfix and dovecot.
+TLS_FILES_DIR = "/run/mailstack/tls"
+
+# Dovecot delivers concurrently to one user at most this often (lmtp_user_concurrency_limit);
+# Postfix's LMTP concurrency stays below it so no delivery meets "451 4.3.0 Too many concurrent".
+DOVECOT_LMTP_USER_CONCURRENCY = 10
+POSTFIX_LMTP_CONCURRENCY = 8
+
+# Rspamd modules that look things up on the internet (DNS lists, HTTP feeds, rspamd.com
+# services). Without a resolver that reaches the world they only add latency and errors.
+RSPAMD_ONLINE_MODULES: tuple[str, ...] = (
+    "asn",
+    "dmarc",
+    "fuzzy_check",
+    "hfilter",
+    "known_senders",
+    "neural",
+    "phishing",
+    "rbl",
+    "reputation",
+    "rspamd_update",
+    "spf",
+    "url_redirector",
+)
+# Local parts that RFC 5321 (postmaster) and RFC 2142 (abuse) require for every domain.
+ROLE_ACCOUNTS: tuple[str, ...] = ("postmaster", "abuse")
+# Names the local(8) delivery agent accepts for the server's own hostname.
+LOCAL_ALIASES: tuple[str, ...] = ("postmaster", "abuse", "root", "mailer-daemon")
 
 
 @dataclass(frozen=True)
@@ -35,9 +77,24 @@ class DkimSelector:
     domain: str
     selector: str
     algorithm: str
-    key_path: str  # inside the rspamd container
+    key_path: str  # inside the rspamd container (its secrets tmpfs, readable by _rspamd)
     dns_name: str
     dns_value: str
+
+
+@dataclass(frozen=True)
+class DkimDomain:
+    """One signing domain: every selector signs (RSA and Ed25519); ARC seals with RSA."""
+
+    domain: str
+    selectors: tuple[DkimSelector, ...]
+    arc: DkimSelector | None  # RFC 8617 only defines rsa-sha256 for ARC
+
+
+@dataclass(frozen=True)
+class TlsPair:
+    key: str
+    cert: str
 
 
 @dataclass(frozen=True)
@@ -46,35 +103,65 @@ class Context:
     version: str
     state_mount: str  # compose volume: the state directory, relative to the output, read-only
     published: dict[str, list[str]]  # service → compose "ip:host:container" bindings
+    ports: dict[str, int]  # internal service ports (INTERNAL_PORTS)
     message_size: int
     message_size_human: str
+    mydestination: str
     virtual_domains: list[str]
     virtual_mailboxes: list[str]
     virtual_aliases: list[str]
+    local_aliases: list[str]
     sender_logins: list[str]
     dovecot_users: list[str]
     dkim: list[DkimSelector]
+    dkim_domains: list[DkimDomain]
     tls: dict[str, str]  # role → path inside the containers
+    tls_pairs: list[TlsPair]  # server key/cert pairs, preferred first (ECDSA, then RSA)
+    tls_chain_files: str  # postfix smtpd_tls_chain_files: key, cert, key, cert
+    tls_mounts: list[str]  # compose bindings of the operator's files (tls.mode files)
+    rspamd_secrets: str
+    redis_secrets: str
+    offline: bool
+    rspamd_disabled: dict[str, bool]  # online-only rspamd module → disabled here
+    lmtp_user_concurrency: int
+    lmtp_concurrency: int
 
     def as_template_vars(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) -> Context:
+def build_context(
+    site: Site, state: StateView, state_dir: Path, out_dir: Path, *, offline: bool = True
+) -> Context:
+    pairs = tls_pairs(site, state)
+    dkim = dkim_selectors(state)
     return Context(
         site=site,
         version=__version__,
         state_mount=f"{os.path.relpath(state_dir.resolve(), out_dir.resolve())}:{STATE_MOUNT}:ro",
         published=published_ports(site),
+        ports=dict(INTERNAL_PORTS),
         message_size=site.limits.message_size,
         message_size_human=format_size(site.limits.message_size),
+        mydestination=mydestination(site),
         virtual_domains=[f"{name}\tOK" for name in site.domain_names],
         virtual_mailboxes=[f"{m.address}\tOK" for m in site.mailboxes],
         virtual_aliases=virtual_alias_lines(site),
+        local_aliases=local_alias_lines(site),
         sender_logins=sender_login_lines(site),
         dovecot_users=dovecot_user_lines(site),
-        dkim=dkim_selectors(state),
+        dkim=dkim,
+        dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),
+        tls_pairs=pairs,
+        tls_chain_files=chain_files(pairs),
+        tls_mounts=tls_mounts(site),
+        rspamd_secrets=RSPAMD_SECRETS,
+        redis_secrets=REDIS_SECRETS,
+        offline=offline,
+        rspamd_disabled=rspamd_disabled(offline=offline),
+        lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
+        lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
     )
 
 
@@ -92,11 +179,46 @@ def published_ports(site: Site) -> dict[str, list[str]]:
     return out
 
 
+def mydestination(site: Site) -> str:
+    """Postfix's local domains: the server's own name, unless it is also a virtual domain.
+
+    A domain must never be both in mydestination and virtual_mailbox_domains.
+    """
+    names = ["localhost"]
+    if site.hostname not in site.domain_names:
+        names.insert(0, "$myhostname")
+    return ", ".join(names)
+
+
 def virtual_alias_lines(site: Site) -> list[str]:
-    """Postfix virtual_alias_maps: aliases, then catch-alls (which Postfix tries last)."""
+    """Postfix virtual_alias_maps: aliases, role accounts, mailboxes of catch-all domains, catch-alls.
+
+    postmaster@ (RFC 5321 §4.5.1) and abuse@ (RFC 2142) must reach someone in every domain:
+    where the site defines no such alias or mailbox, they go to admin_email.
+    """
     lines = [f"{a.address}\t{','.join(a.to)}" for a in site.aliases]
+    defined = {a.address for a in site.aliases} | {m.address for m in site.mailboxes}
+    for domain in site.domain_names:
+        for local in ROLE_ACCOUNTS:
+            address = f"{local}@{domain}"
+            if address not in defined and address != site.admin_email:
+                lines.append(f"{address}\t{site.admin_email}")
+    # A catch-all also matches the domain's real mailboxes (Postfix tries user@domain, then
+    # @domain): each mailbox of such a domain maps to itself first.
+    # https://www.postfix.org/VIRTUAL_README.html#virtual_alias
+    catch_all_domains = {d.name for d in site.domains if d.catch_all}
+    lines += [
+        f"{m.address}\t{m.address}"
+        for m in site.mailboxes
+        if m.address.rpartition("@")[2] in catch_all_domains
+    ]
     lines += [f"@{d.name}\t{d.catch_all}" for d in site.domains if d.catch_all]
     return lines
+
+
+def local_alias_lines(site: Site) -> list[str]:
+    """alias_maps (texthash: "name value") for mail to the server's own hostname."""
+    return [f"{name}\t{site.admin_email}" for name in LOCAL_ALIASES]
 
 
 def sender_login_lines(site: Site) -> list[str]:
@@ -111,11 +233,13 @@ def sender_login_lines(site: Site) -> list[str]:
 def dovecot_user_lines(site: Site) -> list[str]:
     """passwd-file lines: user:password:uid:gid:gecos:home:shell:extra fields.
 
-    The quota needs the userdb_ prefix or Dovecot 2.4 ignores it silently.
+    uid, gid and home come from mail_uid, mail_gid and mail_home in dovecot.conf. The quota
+    needs the userdb_ prefix or Dovecot 2.4 ignores it silently; a size without a unit is
+    bytes. No quota means the global quota_storage_size (unlimited).
     """
     lines = []
     for m in site.mailboxes:
-        extra = f"userdb_quota_storage_size={m.quota}B" if m.quota is not None else ""
+        extra = f"userdb_quota_storage_size={m.quota}" if m.quota is not None else ""
         lines.append(f"{m.address}:{m.password_hash}::::::{extra}")
     return lines
 
@@ -126,7 +250,7 @@ def dkim_selectors(state: StateView) -> list[DkimSelector]:
             domain=k.domain,
             selector=k.selector,
             algorithm=k.algorithm,
-            key_path=f"{STATE_MOUNT}/{k.relpath}",
+            key_path=f"{RSPAMD_SECRETS}/{k.relpath}",
             dns_name=f"{k.selector}._domainkey.{k.domain}",
             dns_value=f"v=DKIM1; k={k.algorithm}; p={k.public_b64}",
         )
@@ -134,7 +258,52 @@ def dkim_selectors(state: StateView) -> list[DkimSelector]:
     ]
 
 
+def dkim_domains(selectors: list[DkimSelector]) -> list[DkimDomain]:
+    """Selectors grouped by domain, in the order they come; RSA first within a domain."""
+    grouped: dict[str, list[DkimSelector]] = {}
+    for s in selectors:
+        grouped.setdefault(s.domain, []).append(s)
+    out = []
+    for domain, items in grouped.items():
+        ordered = tuple(sorted(items, key=lambda s: s.algorithm != "rsa"))
+        arc = next((s for s in ordered if s.algorithm == "rsa"), None)
+        out.append(DkimDomain(domain=domain, selectors=ordered, arc=arc))
+    return out
+
+
 def tls_paths(site: Site, state: StateView) -> dict[str, str]:
     if site.tls.mode == "files":
-        return {"cert": "/run/mailstack/tls/cert.pem", "key": "/run/mailstack/tls/key.pem"}
+        return {"cert": f"{TLS_FILES_DIR}/cert.pem", "key": f"{TLS_FILES_DIR}/key.pem"}
     return {role: f"{STATE_MOUNT}/{path}" for role, path in sorted(state.tls_files.items())}
+
+
+def tls_pairs(site: Site, state: StateView) -> list[TlsPair]:
+    """Server key/cert pairs, preferred first: ECDSA, then RSA for older clients."""
+    paths = tls_paths(site, state)
+    if site.tls.mode == "files":
+        return [TlsPair(key=paths["key"], cert=paths["cert"])]
+    return [
+        TlsPair(key=paths[f"{kind}_key"], cert=paths[f"{kind}_cert"])
+        for kind in ("ecdsa", "rsa")
+        if f"{kind}_key" in paths and f"{kind}_cert" in paths
+    ]
+
+
+def chain_files(pairs: list[TlsPair]) -> str:
+    """smtpd_tls_chain_files: each key followed by its certificate chain."""
+    return ", ".join(f"{p.key}, {p.cert}" for p in pairs)
+
+
+def tls_mounts(site: Site) -> list[str]:
+    """tls.mode files: the operator's certificate and key, read-only, where tls_paths points."""
+    if site.tls.mode != "files" or site.tls.cert_file is None or site.tls.key_file is None:
+        return []
+    return [
+        f"{site.tls.cert_file}:{TLS_FILES_DIR}/cert.pem:ro",
+        f"{site.tls.key_file}:{TLS_FILES_DIR}/key.pem:ro",
+    ]
+
+
+def rspamd_disabled(*, offline: bool) -> dict[str, bool]:
+    """Each module that needs the internet → whether to switch it off (all of them offline)."""
+    return dict.fromkeys(RSPAMD_ONLINE_MODULES, offline)

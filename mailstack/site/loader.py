@@ -24,7 +24,19 @@ Lines = dict[Loc, int]
 def load_site(path: Path) -> Site:
     """Read, parse and validate a site file; raise a ``UserError`` naming every problem."""
     text = _read(path)
-    return parse_site(text, source=str(path))
+    return _anchor_paths(parse_site(text, source=str(path)), path.resolve().parent)
+
+
+def _anchor_paths(site: Site, base: Path) -> Site:
+    """Relative file paths in the site mean: relative to the site file (and ~ is home)."""
+    tls = site.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return site
+    anchored = {
+        "cert_file": str(base / Path(tls.cert_file).expanduser()),
+        "key_file": str(base / Path(tls.key_file).expanduser()),
+    }
+    return site.model_copy(update={"tls": tls.model_copy(update=anchored)})
 
 
 def parse_site(text: str, source: str = "<site>") -> Site:

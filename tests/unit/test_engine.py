@@ -30,12 +30,11 @@ def test_taken_port_is_named(project: engine.Project, monkeypatch: pytest.Monkey
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
+        ports = project.site.network.ports.model_copy(
+            update={"smtp": None, "submission": port, "imaps": None}
+        )
         site = project.site.model_copy(
-            update={
-                "network": project.site.network.model_copy(
-                    update={"ports": project.site.network.ports.model_copy(update={"submission": port})}
-                )
-            }
+            update={"network": project.site.network.model_copy(update={"ports": ports})}
         )
         taken = engine.Project(site=site, out_dir=project.out_dir, state_dir=project.state_dir)
         with pytest.raises(engine.EngineError, match=rf"port 127.0.0.1:{port} \(network.ports.submission\)"):

@@ -119,3 +119,19 @@ def test_accepted_hash_schemes(hashed: str) -> None:
     end = text.index('"', first + 1)
     site = parse_site(text[:first] + f'"{hashed}"' + text[end + 1 :])
     assert site.mailboxes[0].password_hash == hashed
+
+
+def test_tls_files_are_relative_to_the_site_file(tmp_path: Path) -> None:
+    text = (
+        (FIXTURES / "valid" / "base.yaml")
+        .read_text()
+        .replace(
+            "limits:",
+            "tls:\n  mode: files\n  cert_file: certs/fullchain.pem\n  key_file: /etc/ssl/private/k.pem\nlimits:",
+        )
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "site.yaml").write_text(text)
+    site = load_site(tmp_path / "sub" / "site.yaml")
+    assert site.tls.cert_file == str(tmp_path / "sub" / "certs" / "fullchain.pem")
+    assert site.tls.key_file == "/etc/ssl/private/k.pem"

@@ -1,0 +1,219 @@
+"""The derived values the templates substitute: every string built in render/context.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailstack.render.context import (
+    DOVECOT_LMTP_USER_CONCURRENCY,
+    INTERNAL_PORTS,
+    POSTFIX_LMTP_CONCURRENCY,
+    RSPAMD_ONLINE_MODULES,
+    RSPAMD_SECRETS,
+    STATE_MOUNT,
+    TlsPair,
+    bind_host,
+    build_context,
+    chain_files,
+    dkim_domains,
+    dkim_selectors,
+    dovecot_user_lines,
+    local_alias_lines,
+    mydestination,
+    published_ports,
+    rspamd_disabled,
+    sender_login_lines,
+    tls_mounts,
+    tls_pairs,
+    virtual_alias_lines,
+)
+from mailstack.site.loader import parse_site
+from mailstack.site.models import Site
+from tests.conftest import fake_state
+
+HASH = (
+    "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$NruCNtu7jz3/ZyPM4x9T3A$"
+    "yvjc8CAHgrwcLKL1ObYhcb7p8BMq7v2kQhqSBZoocL8"
+)
+
+BASE = f"""
+site: ctx
+hostname: mail.ctx.example
+admin_email: admin@ctx.example
+network:
+  bind: [127.0.0.1, "::1"]
+  ports:
+    smtp: 2525
+    imaps: 2993
+limits:
+  message_size: 512K
+domains:
+  - name: ctx.example
+  - name: shop.example
+    catch_all: admin@ctx.example
+mailboxes:
+  - address: admin@ctx.example
+    password_hash: "{HASH}"
+    quota: 1G
+    send_as: [team@ctx.example, sales@shop.example]
+  - address: user@ctx.example
+    password_hash: "{HASH}"
+    send_as: [team@ctx.example]
+  - address: carol@shop.example
+    password_hash: "{HASH}"
+    quota: 1M
+aliases:
+  - address: team@ctx.example
+    to: [admin@ctx.example, user@ctx.example]
+  - address: sales@shop.example
+    to: [carol@shop.example]
+  - address: abuse@ctx.example
+    to: [user@ctx.example]
+"""
+
+
+def site(text: str = BASE, **replace: str) -> Site:
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return parse_site(text)
+
+
+def test_published_ports_bracket_ipv6_and_follow_every_bind_address() -> None:
+    assert bind_host("::1") == "[::1]"
+    assert bind_host("127.0.0.1") == "127.0.0.1"
+    assert published_ports(site()) == {
+        "postfix": ["127.0.0.1:2525:25", "[::1]:2525:25"],
+        "dovecot": ["127.0.0.1:2993:993", "[::1]:2993:993"],
+    }
+
+
+def test_virtual_aliases_add_role_accounts_and_protect_mailboxes_from_catch_alls() -> None:
+    assert virtual_alias_lines(site()) == [
+        "team@ctx.example\tadmin@ctx.example,user@ctx.example",
+        "sales@shop.example\tcarol@shop.example",
+        "abuse@ctx.example\tuser@ctx.example",
+        # postmaster@ and abuse@ of every domain reach admin_email unless the site says otherwise
+        "postmaster@ctx.example\tadmin@ctx.example",
+        "postmaster@shop.example\tadmin@ctx.example",
+        "abuse@shop.example\tadmin@ctx.example",
+        # a mailbox in a catch-all domain maps to itself before @domain catches it
+        "carol@shop.example\tcarol@shop.example",
+        "@shop.example\tadmin@ctx.example",
+    ]
+
+
+def test_role_account_that_is_admin_email_itself_is_left_alone() -> None:
+    s = site(**{"admin_email: admin@ctx.example": "admin_email: postmaster@ctx.example"})
+    lines = virtual_alias_lines(s)
+    assert not any(line.startswith("postmaster@ctx.example\t") for line in lines)
+    assert "postmaster@shop.example\tpostmaster@ctx.example" in lines
+
+
+def test_role_account_that_is_a_mailbox_is_not_aliased() -> None:
+    mailbox = f'  - address: postmaster@ctx.example\n    password_hash: "{HASH}"\naliases:'
+    s = site(**{"aliases:": mailbox})
+    assert not any(line.startswith("postmaster@ctx.example\t") for line in virtual_alias_lines(s))
+
+
+def test_local_aliases_send_the_hosts_own_names_to_admin_email() -> None:
+    assert local_alias_lines(site()) == [
+        "postmaster\tadmin@ctx.example",
+        "abuse\tadmin@ctx.example",
+        "root\tadmin@ctx.example",
+        "mailer-daemon\tadmin@ctx.example",
+    ]
+
+
+def test_mydestination_never_overlaps_the_virtual_domains() -> None:
+    assert mydestination(site()) == "$myhostname, localhost"
+    same = site(**{"hostname: mail.ctx.example": "hostname: shop.example"})
+    assert mydestination(same) == "localhost"
+
+
+def test_sender_logins_list_every_owner_of_an_address() -> None:
+    assert sender_login_lines(site()) == [
+        "admin@ctx.example\tadmin@ctx.example",
+        "carol@shop.example\tcarol@shop.example",
+        "sales@shop.example\tadmin@ctx.example",
+        "team@ctx.example\tadmin@ctx.example,user@ctx.example",
+        "user@ctx.example\tuser@ctx.example",
+    ]
+
+
+def test_dovecot_users_carry_the_quota_in_bytes_with_the_userdb_prefix() -> None:
+    assert dovecot_user_lines(site()) == [
+        f"admin@ctx.example:{HASH}::::::userdb_quota_storage_size=1073741824",
+        f"user@ctx.example:{HASH}::::::",
+        f"carol@shop.example:{HASH}::::::userdb_quota_storage_size=1048576",
+    ]
+
+
+def test_dkim_keys_are_read_from_rspamds_secret_copy_and_grouped_per_domain() -> None:
+    selectors = dkim_selectors(fake_state(("ctx.example", "shop.example")))
+    assert selectors[0].key_path == f"{RSPAMD_SECRETS}/dkim/ctx.example/s20260101r.pem"
+    assert selectors[0].dns_name == "s20260101r._domainkey.ctx.example"
+    assert selectors[1].dns_value == "v=DKIM1; k=ed25519; p=ED25519PUBLICKEYFORCTX.EXAMPLE"
+    domains = dkim_domains(list(reversed(selectors)))
+    assert [d.domain for d in domains] == ["shop.example", "ctx.example"]
+    for d in domains:
+        assert [s.algorithm for s in d.selectors] == ["rsa", "ed25519"]
+        assert d.arc is not None
+        assert d.arc.algorithm == "rsa"
+
+
+def test_tls_pairs_offer_ecdsa_first_then_rsa() -> None:
+    pairs = tls_pairs(site(), fake_state(("ctx.example",)))
+    assert pairs == [
+        TlsPair(key=f"{STATE_MOUNT}/tls/HOST/ecdsa.key", cert=f"{STATE_MOUNT}/tls/HOST/ecdsa.crt"),
+        TlsPair(key=f"{STATE_MOUNT}/tls/HOST/rsa.key", cert=f"{STATE_MOUNT}/tls/HOST/rsa.crt"),
+    ]
+    assert chain_files(pairs) == (
+        f"{STATE_MOUNT}/tls/HOST/ecdsa.key, {STATE_MOUNT}/tls/HOST/ecdsa.crt, "
+        f"{STATE_MOUNT}/tls/HOST/rsa.key, {STATE_MOUNT}/tls/HOST/rsa.crt"
+    )
+    assert tls_mounts(site()) == []
+
+
+def test_tls_files_mode_mounts_the_operators_files_where_the_configs_look() -> None:
+    files = site(
+        **{
+            "limits:": (
+                "tls:\n  mode: files\n  cert_file: /etc/ssl/mail/fullchain.pem\n"
+                "  key_file: /etc/ssl/mail/privkey.pem\nlimits:"
+            )
+        }
+    )
+    pairs = tls_pairs(files, fake_state(("ctx.example",)))
+    assert pairs == [TlsPair(key="/run/mailstack/tls/key.pem", cert="/run/mailstack/tls/cert.pem")]
+    assert chain_files(pairs) == "/run/mailstack/tls/key.pem, /run/mailstack/tls/cert.pem"
+    assert tls_mounts(files) == [
+        "/etc/ssl/mail/fullchain.pem:/run/mailstack/tls/cert.pem:ro",
+        "/etc/ssl/mail/privkey.pem:/run/mailstack/tls/key.pem:ro",
+    ]
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_one_switch_turns_the_internet_modules_off(offline: bool) -> None:
+    assert rspamd_disabled(offline=offline) == dict.fromkeys(RSPAMD_ONLINE_MODULES, offline)
+    assert {"rbl", "fuzzy_check", "phishing", "url_redirector", "asn", "neural"} <= set(RSPAMD_ONLINE_MODULES)
+
+
+def test_context_ties_it_together(tmp_path: Path) -> None:
+    s = site()
+    context = build_context(s, fake_state(s.domain_names), tmp_path / "state", tmp_path / "build")
+    assert context.state_mount == f"../state:{STATE_MOUNT}:ro"
+    assert context.offline is True
+    assert context.ports == INTERNAL_PORTS
+    assert context.message_size == 512 * 1024
+    assert context.virtual_domains == ["ctx.example\tOK", "shop.example\tOK"]
+    assert context.virtual_mailboxes == [
+        "admin@ctx.example\tOK",
+        "user@ctx.example\tOK",
+        "carol@shop.example\tOK",
+    ]
+    # Postfix delivers to one mailbox less often at once than Dovecot allows (no 451s).
+    assert context.lmtp_concurrency < context.lmtp_user_concurrency
+    assert POSTFIX_LMTP_CONCURRENCY < DOVECOT_LMTP_USER_CONCURRENCY
+    assert set(context.as_template_vars()) == set(context.__dataclass_fields__)
