@@ -127,7 +127,8 @@ def test_tls_files_are_relative_to_the_site_file(tmp_path: Path) -> None:
         .read_text()
         .replace(
             "limits:",
-            "tls:\n  mode: files\n  cert_file: certs/fullchain.pem\n  key_file: /etc/ssl/private/k.pem\nlimits:",
+            "tls:\n  mode: files\n  cert_file: certs/fullchain.pem\n"
+            "  key_file: /etc/ssl/private/k.pem\nlimits:",
         )
     )
     (tmp_path / "sub").mkdir()
