@@ -144,6 +144,7 @@ def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None
     """Render into a staging directory and let each daemon check it; raise if one refuses."""
     project.out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.site.site}-staging-", dir=project.out_dir.parent))
+    staging = staging.resolve()  # docker takes a relative path for a volume name
     try:
         write(staging, diff(staging, [a.planned for a in actions if a.planned is not None]))
         for service, (target, command) in CONFIG_CHECKS.items():
