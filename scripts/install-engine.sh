@@ -28,7 +28,7 @@ die() { printf 'install-engine: ERROR: %s\n' "$*" >&2; exit 1; }
 apt_quiet() {
     local out
     out="$(mktemp)"
-    if ! apt-get -q "$@" >"$out" 2>&1; then
+    if ! apt-get -q -o DPkg::Lock::Timeout=300 "$@" >"$out" 2>&1; then
         cat "$out" >&2; rm -f "$out"; die "apt-get $* failed"
     fi
     rm -f "$out"
@@ -36,7 +36,8 @@ apt_quiet() {
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
 missing=()
-for pkg in docker.io debootstrap; do
+# rsync and ssh: the controller side of `mailstack deploy` (ansible.posix.synchronize).
+for pkg in docker.io debootstrap rsync openssh-client; do
     if is_installed "$pkg"; then
         say "package $pkg already installed ($(dpkg-query -W -f='${Version}' "$pkg"))"
     else
