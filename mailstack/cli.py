@@ -274,9 +274,11 @@ def deploy(
         bootstrap_base=bootstrap_base,
         vault_password_file=vault_password_file,
     )
-    result = run_deploy(project.site, project.out_dir, project.state_dir, options, say=out.print)
+    # Ansible's lines are full of [brackets]: print them as they are, not as rich markup.
+    plain = functools.partial(out.print, markup=False, emoji=False)
+    result = run_deploy(project.site, project.out_dir, project.state_dir, options, say=plain)
     for host, counts in result.recap.items():
-        out.print(f"{host}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+        plain(f"{host}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
     if not result.ok:
         raise UserError(f"deploy failed (ansible-playbook exit {result.returncode})")
 

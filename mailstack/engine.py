@@ -31,10 +31,11 @@ from mailstack.vault import is_encrypted_state
 Say = Callable[[str], None]
 
 # How each daemon checks a configuration before it is switched to.
-CONFIG_CHECKS: dict[str, tuple[str, list[str]]] = {
-    "postfix": ("/etc/postfix", ["postfix", "check"]),
-    "dovecot": ("/etc/dovecot", ["doveconf", "-n"]),
-    "rspamd": ("/etc/rspamd/local.d", ["rspamadm", "configtest"]),
+# service: (rendered directory, where compose mounts it, check command)
+CONFIG_CHECKS: dict[str, tuple[str, str, list[str]]] = {
+    "postfix": ("config/postfix", "/etc/postfix", ["postfix", "check"]),
+    "dovecot": ("config/dovecot", "/etc/dovecot", ["doveconf", "-n"]),
+    "rspamd": ("config/rspamd/local.d", "/etc/rspamd/local.d", ["rspamadm", "configtest"]),
 }
 # How a running service picks up changed files without losing connections.
 RELOAD: dict[str, list[str]] = {
@@ -127,9 +128,9 @@ def up(
     files = with_manifest(plan_files(project.site, view, project.state_dir, project.out_dir))
     actions = diff(project.out_dir, files)
     changed = {a.path for a in actions if a.change is not Change.UNCHANGED}
+    check_ports(project)
     if changed:
         check_configs(project, actions, say)
-    check_ports(project)
     before = container_ids(project)
     write(project.out_dir, actions)
     result.actions = actions
@@ -147,7 +148,7 @@ def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None
     staging = staging.resolve()  # docker takes a relative path for a volume name
     try:
         write(staging, diff(staging, [a.planned for a in actions if a.planned is not None]))
-        for service, (target, command) in CONFIG_CHECKS.items():
+        for service, (source, target, command) in CONFIG_CHECKS.items():
             say(f"checking the new {service} configuration")
             check = subprocess.run(
                 [
@@ -159,7 +160,7 @@ def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None
                     "--entrypoint",
                     command[0],
                     "--volume",
-                    f"{staging / 'config' / service}:{target}:ro",
+                    f"{staging / source}:{target}:ro",
                     "--volume",
                     f"{project.state_dir.resolve()}:{STATE_MOUNT}:ro",
                     image_tag(service),
@@ -200,6 +201,8 @@ def check_ports(project: Project) -> None:
         for address in project.site.network.bind:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # Connections of ours in TIME_WAIT are not "another program": only a listener is.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((address, port))
                 except OSError as exc:

@@ -1,0 +1,137 @@
+"""One stack per session: render the fixture site, bring it up, tear it down with its volumes.
+
+Environment switches, for working on the suite itself:
+  MAILSTACK_ITEST_DIR=/some/dir  keep the site copy, state and output there instead of a tmp dir
+  MAILSTACK_ITEST_KEEP=1         leave the stack running at the end (tear down by hand with
+                                 `mailstack down DIR/site.yaml --volumes`)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailstack import engine
+from mailstack.errors import UserError
+from mailstack.site.loader import load_site
+from mailstack.site.models import Site
+from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_until
+
+UP_TIMEOUT = 240.0
+# Modules that must run first (the health check) and last (they stop, restart and re-render).
+FIRST = ("test_up.py",)
+LAST = ("test_lifecycle.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return 0 if name in FIRST else 2 if name in LAST else 1
+
+    items.sort(key=rank)  # stable: the order inside each module is kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, object, object]:
+    """On a failing integration test, attach every service's last log lines to the report."""
+    report = yield
+    if (
+        isinstance(report, pytest.TestReport)
+        and report.failed
+        and report.when in ("setup", "call")
+        and item.get_closest_marker("integration")
+    ):
+        for stack in ACTIVE:
+            report.sections.append((f"{stack.project.name} service logs", stack.all_logs(40)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if NOTES:
+        terminalreporter.section("mailstack integration notes")
+        for note in NOTES:
+            terminalreporter.line(note)
+
+
+def say(text: str) -> None:
+    print(f"[mailstack up] {text}", file=sys.stderr)
+
+
+def start_stack(site_path: Path, *, timeout: float = UP_TIMEOUT) -> Stack:
+    """Render and bring up the site; an up that fails is recorded, not raised, so every test
+    still runs against whatever came up and reports its own precise failure."""
+    site = load_site(site_path)
+    base = site_path.parent
+    project = engine.Project(site=site, out_dir=base / "build", state_dir=base / "state")
+    stack = Stack(site_path=site_path, project=project)
+    started = time.monotonic()
+    try:
+        try:
+            stack.up_result = engine.up(project, timeout=timeout, say=say)
+        except engine.EngineError as exc:
+            lingering = [p for p in site.network.ports.published().values() if only_time_wait(site, p)]
+            if "already in use" not in str(exc) or not lingering:
+                raise
+            # engine.check_ports binds without SO_REUSEADDR, so closed connections of an
+            # earlier run (TIME-WAIT, up to 60 s) count as "in use": wait them out, once.
+            NOTES.append(f"session up refused by TIME-WAIT sockets on ports {lingering} ({exc}); waited")
+            wait_until(
+                f"TIME-WAIT connections on ports {lingering} to expire",
+                lambda: not any(only_time_wait(site, p) for p in lingering),
+                timeout=75,
+                interval=2,
+            )
+            stack.up_result = engine.up(project, timeout=timeout, say=say)
+    except UserError as exc:
+        stack.up_error = f"{type(exc).__name__}: {exc}"
+        say(f"up failed after {time.monotonic() - started:.0f}s: {stack.up_error}")
+    return stack
+
+
+def only_time_wait(site: Site, port: int) -> bool:
+    """Nobody listens on the port, but a plain bind() still fails (closed connections linger)."""
+    address = site.network.bind[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+        try:
+            plain.bind((address, port))
+            return False
+        except OSError:
+            pass
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reuse:
+        reuse.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            reuse.bind((address, port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    fixed = os.environ.get("MAILSTACK_ITEST_DIR")
+    keep = os.environ.get("MAILSTACK_ITEST_KEEP") == "1"
+    base = Path(fixed) if fixed else tmp_path_factory.mktemp("itest")
+    base.mkdir(parents=True, exist_ok=True)
+    site_path = base / "site.yaml"
+    shutil.copy(SITE_FIXTURE, site_path)
+    if not fixed:
+        # A project of this name left over from an aborted run holds old mail: remove it.
+        leftover = engine.Project(site=load_site(site_path), out_dir=base / "build", state_dir=base / "state")
+        engine.down(leftover, volumes=True)
+    stack = start_stack(site_path)
+    ACTIVE.append(stack)
+    try:
+        yield stack
+    finally:
+        ACTIVE.remove(stack)
+        if not keep:
+            engine.down(stack.project, volumes=True)
