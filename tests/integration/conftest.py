@@ -9,6 +9,7 @@ Environment switches, for working on the suite itself:
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from mailstack import engine
 from mailstack.errors import UserError
@@ -115,6 +117,30 @@ def only_time_wait(site: Site, port: int) -> bool:
             return False
 
 
+def unique_site_copy(source: Path, target: Path) -> None:
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the fixture's own layout; tests edit it as text
+    data = yaml.load(source.read_text(encoding="utf-8"))
+    data["site"] = f"{data['site']}-{secrets.token_hex(3)}"
+    ports = data["network"]["ports"]
+    for name, port in zip(list(ports), free_ports(len(ports)), strict=True):
+        ports[name] = port
+    with target.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now (the OS picks them; held together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     fixed = os.environ.get("MAILSTACK_ITEST_DIR")
@@ -122,7 +148,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = Path(fixed) if fixed else tmp_path_factory.mktemp("itest")
     base.mkdir(parents=True, exist_ok=True)
     site_path = base / "site.yaml"
-    shutil.copy(SITE_FIXTURE, site_path)
+    if fixed:
+        shutil.copy(SITE_FIXTURE, site_path)
+    else:
+        # A site id and ports of its own, so that two runs on one engine never meet.
+        unique_site_copy(SITE_FIXTURE, site_path)
     if not fixed:
         # A project of this name left over from an aborted run holds old mail: remove it.
         leftover = engine.Project(site=load_site(site_path), out_dir=base / "build", state_dir=base / "state")
