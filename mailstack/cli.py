@@ -16,6 +16,8 @@ from rich.panel import Panel
 from mailstack import __version__, engine
 from mailstack.deploy import DeployOptions
 from mailstack.deploy import deploy as run_deploy
+from mailstack.dns import FORMATS as DNS_FORMATS
+from mailstack.dns import format_json, format_table, format_zone, site_records
 from mailstack.errors import UserError
 from mailstack.images import ensure_images
 from mailstack.passwords import SCHEMES, hash_password
@@ -162,6 +164,34 @@ def render(
     else:
         write_schema(site.resolve().parent / SCHEMA_RELPATH)
         out.print(f"rendered {result.out_dir} ({summary})")
+
+
+@app.command("dns")
+@user_errors
+def dns_command(
+    site: SitePath,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, zone (one $ORIGIN section per zone) or json.")
+    ] = "table",
+    state: StateDir = None,
+    vault_password_file: VaultFile = None,
+) -> None:
+    """Print the DNS records to publish for every domain, each with why it exists."""
+    if fmt not in DNS_FORMATS:
+        raise UserError(f"--format must be one of {', '.join(DNS_FORMATS)}, not {fmt!r}")
+    project = _project(site, None, state)
+    vault = Vault(vault_password_file) if vault_password_file else None
+    result = site_records(project.site, project.state_dir, vault=vault)
+    for item in result.state_created:
+        typer.echo(f"state     created {item}", err=True)
+    if fmt == "json":
+        sys.stdout.write(format_json(result.records))
+    elif fmt == "zone":
+        sys.stdout.write(format_zone(project.site, result.records, result.notes))
+    else:
+        out.print(format_table(result.records))
+    for note in result.notes if fmt != "zone" else ():
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command("hash-password")

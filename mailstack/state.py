@@ -6,6 +6,7 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
     dkim/<domain>/<selector>.pem      RSA-2048 and Ed25519 private keys (PKCS#8)
     tls/ca.key, tls/ca.crt            local CA (tls.mode selfsigned)
     tls/<hostname>/{ecdsa,rsa}.{key,crt}
+    tls/<hostname>/next-{ecdsa,rsa}.key   the keys a renewal switches to, pinned in TLSA ahead
     secrets/<name>                    internal service passwords
 
 Nothing here is ever replaced: files are created with O_EXCL semantics, and a re-render
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import hashlib
 import json
 import os
 import secrets
@@ -57,12 +60,23 @@ class DkimKey:
 
 
 @dataclass(frozen=True)
+class TlsaKey:
+    """A server public key for DANE (TLSA 3 1 1): one in use, or the next one, kept ready."""
+
+    kind: str  # ecdsa | rsa
+    role: Literal["current", "next"]
+    spki_sha256: str  # hex SHA-256 of the DER SubjectPublicKeyInfo (RFC 6698 selector 1, type 1)
+    source: str  # the key's path inside the state directory, or the operator's cert_file
+
+
+@dataclass(frozen=True)
 class StateView:
     """What rendering may know of the state: public parts and paths, never secret values."""
 
     dkim: tuple[DkimKey, ...]
     tls_files: dict[str, str]  # role (ca_cert, ecdsa_key, …) → path inside the state directory
     secret_files: dict[str, str]  # secret name → path inside the state directory
+    tlsa: tuple[TlsaKey, ...] = ()  # server keys to pin in DNS, in use first, then the next ones
 
 
 @dataclass
@@ -87,9 +101,10 @@ class State:
         dkim = tuple(k for d in site.domain_names for k in self._dkim_keys(d))
         tls_files = self._tls(site.hostname) if site.tls.mode == "selfsigned" else {}
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
+        tlsa = self._tlsa(site)
         if self.write:
             self._tighten_modes()
-        return StateView(dkim=dkim, tls_files=tls_files, secret_files=secret_files)
+        return StateView(dkim=dkim, tls_files=tls_files, secret_files=secret_files, tlsa=tlsa)
 
     # -- format -------------------------------------------------------------------------
     def _check_format(self, site: Site) -> None:
@@ -163,6 +178,20 @@ class State:
             self._cert(cert_path, lambda key=key: _server_cert(key, hostname, ca_key, ca_cert))  # type: ignore[misc]
             files[f"{kind}_key"], files[f"{kind}_cert"] = key_path, cert_path
         return files
+
+    def _tlsa(self, site: Site) -> tuple[TlsaKey, ...]:
+        """DANE pins: the server keys in use, then the next ones (created once, never rotated
+        by a render) so that a renewal switching to them is already published (RFC 7671 §8.1)."""
+        if site.tls.mode == "files":
+            return _cert_file_tlsa(site.tls.cert_file)
+        roles: tuple[tuple[Literal["current", "next"], str], ...] = (("current", ""), ("next", "next-"))
+        pins = []
+        for role, prefix in roles:
+            for kind in ("ecdsa", "rsa"):
+                relpath = f"tls/{site.hostname}/{prefix}{kind}.key"
+                key = self._key(relpath, functools.partial(_new_server_key, kind))
+                pins.append(TlsaKey(kind, role, _spki_sha256(key), relpath))
+        return tuple(pins)
 
     # -- secrets ------------------------------------------------------------------------------
     def _secret(self, name: str) -> str:
@@ -245,6 +274,32 @@ def _write_new(target: Path, content: bytes) -> None:
 
 def _json(data: object) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _new_server_key(kind: str) -> PrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _spki_sha256(key: PrivateKey | x509.Certificate) -> str:
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _cert_file_tlsa(cert_file: str | None) -> tuple[TlsaKey, ...]:
+    """tls.mode files: pin the key of the operator's certificate (the first in the chain file).
+
+    No next key is known here; an unreadable file gives no pin (`mailstack dns` says so).
+    """
+    try:
+        leaf = x509.load_pem_x509_certificates(Path(cert_file or "").read_bytes())[0]
+        kind = "rsa" if isinstance(leaf.public_key(), rsa.RSAPublicKey) else "ecdsa"  # or ECDSA
+        return (TlsaKey(kind, "current", _spki_sha256(leaf), str(cert_file)),)
+    except (OSError, ValueError, IndexError):
+        return ()
 
 
 def _dkim_public(key: PrivateKey) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
-from mailstack.state import DkimKey, StateView
+from mailstack.state import DkimKey, StateView, TlsaKey
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -53,4 +54,10 @@ def fake_state(domains: tuple[str, ...]) -> StateView:
         "rsa_cert": "tls/HOST/rsa.crt",
         "rsa_key": "tls/HOST/rsa.key",
     }
-    return StateView(dkim=dkim, tls_files=tls, secret_files={"redis": "secrets/redis"})
+    roles: tuple[tuple[Literal["current", "next"], str], ...] = (("current", ""), ("next", "next-"))
+    tlsa = tuple(
+        TlsaKey(kind, role, f"{kind}{role}".encode().hex().ljust(64, "0"), f"tls/HOST/{prefix}{kind}.key")
+        for role, prefix in roles
+        for kind in ("ecdsa", "rsa")
+    )
+    return StateView(dkim=dkim, tls_files=tls, secret_files={"redis": "secrets/redis"}, tlsa=tlsa)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstack.dns import records_json
 from mailstack.render.context import Context, build_context
 from mailstack.render.environment import environment
 from mailstack.render.writer import Action, PlannedFile, diff, with_manifest, write
@@ -49,7 +49,8 @@ def plan_files(site: Site, view: StateView, state_dir: Path, out_dir: Path) -> l
     """The whole output tree in memory: a pure function of its arguments."""
     context = build_context(site, view, state_dir, out_dir)
     files = [_render_template(name, context) for name in template_names()]
-    files.append(PlannedFile("dns/records.json", _records_json(context)))
+    # JSON has no comments, so no header; the same bytes as `mailstack dns --format json`.
+    files.append(PlannedFile("dns/records.json", records_json(site, view)))
     return files
 
 
@@ -68,11 +69,3 @@ def output_path(template: str) -> str:
 def _render_template(name: str, context: Context) -> PlannedFile:
     text = environment().get_template(name).render(context.as_template_vars())
     return PlannedFile(output_path(name), text.encode("utf-8"))
-
-
-def _records_json(context: Context) -> bytes:
-    """DNS records to publish (JSON has no comments, so no header). #6 completes this."""
-    site = context.site
-    records = [{"name": d, "type": "MX", "value": f"10 {site.hostname}."} for d in site.domain_names]
-    records += [{"name": k.dns_name, "type": "TXT", "value": k.dns_value} for k in context.dkim]
-    return (json.dumps({"site": site.site, "records": records}, indent=2, ensure_ascii=False) + "\n").encode()

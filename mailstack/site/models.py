@@ -90,11 +90,55 @@ class Limits(Model):
     message_size: Size = Field(default=25 * 1024**2, description="Largest accepted message.")
 
 
+Spf = Annotated[
+    str,
+    Field(
+        pattern=r"^v=spf1( [!-~]+)*$",
+        max_length=450,
+        description="An SPF record (RFC 7208), such as 'v=spf1 mx -all'.",
+    ),
+]
+
+
+class Dmarc(Model):
+    """A DMARC policy (RFC 7489 §6.3). Per domain, only the fields given override the site's."""
+
+    policy: Literal["none", "quarantine", "reject"] = Field(
+        default="quarantine", description="p=: what receivers do with mail that fails DMARC."
+    )
+    rua: Addresses | None = Field(
+        default=None, description="Where aggregate reports go (rua=) [default: admin_email]."
+    )
+
+
+class MtaSts(Model):
+    """The MTA-STS policy (RFC 8461) served on mta-sts.<domain> and announced in DNS."""
+
+    mode: Literal["enforce", "testing", "none"] = "enforce"
+    max_age: int = Field(
+        default=604800, ge=604800, le=31557600, description="Seconds senders keep the policy (≥ 1 week)."
+    )
+
+
+class Dns(Model):
+    """Settings of the records `mailstack dns` prints; every one has a default."""
+
+    ttl: int = Field(default=3600, ge=60, le=86400, description="TTL of every record, in seconds.")
+    spf: Spf = "v=spf1 mx -all"
+    dmarc: Dmarc = Field(default_factory=Dmarc)
+    caa: tuple[Domain, ...] = Field(
+        default=("letsencrypt.org",),
+        description="CAs that may issue certificates (CAA issue); empty publishes no CAA.",
+    )
+
+
 class DomainEntry(Model):
     name: Domain
     catch_all: Address | None = Field(
         default=None, description="Mailbox or alias that receives mail for unknown local parts."
     )
+    spf: Spf | None = Field(default=None, description="This domain's SPF record [default: dns.spf].")
+    dmarc: Dmarc | None = Field(default=None, description="Overrides of dns.dmarc for this domain.")
 
 
 class Mailbox(Model):
@@ -143,6 +187,8 @@ class Site(Model):
     mailboxes: tuple[Mailbox, ...] = ()
     aliases: tuple[Alias, ...] = ()
     hosts: tuple[Host, ...] = ()
+    dns: Dns = Field(default_factory=Dns)
+    mta_sts: MtaSts = Field(default_factory=MtaSts)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:

@@ -242,9 +242,9 @@ class Stack:
         return names[0]
 
     def dkim_records(self) -> dict[str, str]:
-        """TXT records by name, from the rendered dns/records.json."""
+        """TXT records by name, from the rendered dns/records.json (a list, as `mailstack dns`)."""
         data = json.loads((self.out_dir / "dns" / "records.json").read_text())
-        return {r["name"].rstrip("."): r["value"] for r in data["records"] if r["type"] == "TXT"}
+        return {r["name"].rstrip("."): r["value"] for r in data if r["type"] == "TXT"}
 
     # -- SMTP ----------------------------------------------------------------------------
     def smtp(self, protocol: str = "smtp", *, timeout: float = SMTP_TIMEOUT) -> smtplib.SMTP:
