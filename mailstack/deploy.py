@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,22 +75,35 @@ def render_release(site: Site, state_dir: Path, out_dir: Path, vault: Vault | No
     return target
 
 
-def image_archive(out_dir: Path, say: Say) -> Path:
-    """A `docker save` of the service images, made again only when an image changed."""
+def image_archive(out_dir: Path, say: Say) -> tuple[Path, dict[str, str]]:
+    """A `docker save` of the service images, made again only when an image changed.
+
+    Returns the archive and the ID of each image in it: the hosts load the archive only
+    when they lack one of these IDs (`docker load` keeps them).
+    """
     archive = out_dir.with_name(out_dir.name + ".images.tar")
     ids_file = archive.with_suffix(".ids")
     tags = [image_tag(s) for s in SERVICES]
-    ids = json.dumps({t: image_id(t) for t in tags}, sort_keys=True)
-    if archive.exists() and ids_file.exists() and ids_file.read_text() == ids:
-        return archive
+    ids: dict[str, str] = {}
+    for tag in tags:
+        found = image_id(tag)
+        if found is None:
+            raise DeployError(f"image {tag} is not on this engine; run `mailstack images build`")
+        ids[tag] = found
+    manifest = json.dumps(ids, sort_keys=True)
+    if archive.exists() and ids_file.exists() and ids_file.read_text() == manifest:
+        return archive, ids
     say(f"saving {len(tags)} images to {archive}")
+    partial = archive.with_suffix(".partial")
     run = subprocess.run(
-        ["docker", "save", "--output", str(archive), *tags], capture_output=True, text=True, check=False
+        ["docker", "save", "--output", str(partial), *tags], capture_output=True, text=True, check=False
     )
     if run.returncode != 0:
+        partial.unlink(missing_ok=True)
         raise DeployError(f"docker save failed: {run.stderr.strip()}")
-    ids_file.write_text(ids)
-    return archive
+    partial.replace(archive)
+    ids_file.write_text(manifest)
+    return archive, ids
 
 
 def deploy(
@@ -97,6 +111,10 @@ def deploy(
 ) -> DeployResult:
     if not site.hosts:
         raise DeployError("the site lists no hosts; add a `hosts:` entry to deploy to")
+    # Ansible's connection, and ansible.posix.synchronize's transfer.
+    for tool, package in (("ssh", "openssh-client"), ("rsync", "rsync")):
+        if shutil.which(tool) is None:
+            raise DeployError(f"`mailstack deploy` needs {tool} on this machine (apt-get install {package})")
     vault = Vault(options.vault_password_file) if options.vault_password_file else None
     release = render_release(site, state_dir, out_dir, vault)
     extra: dict[str, object] = {
@@ -104,12 +122,16 @@ def deploy(
         "mailstack_release_src": str(release.resolve()),
         "mailstack_state_src": str(state_dir.resolve()),
         "mailstack_stack_images_mode": options.images,
+        # Encrypted state goes through Ansible's copy module, which decrypts it on the way.
+        "mailstack_stack_state_vaulted": vault is not None,
     }
     if options.images == "load":
         # Such hosts reach no registry and no mirror: install from their apt cache only.
         extra["mailstack_host_apt_update"] = extra["mailstack_docker_apt_update"] = False
         ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say)
-        extra["mailstack_images_archive"] = str(image_archive(out_dir, say).resolve())
+        archive, ids = image_archive(out_dir, say)
+        extra["mailstack_images_archive"] = str(archive.resolve())
+        extra["mailstack_images_ids"] = ids
     else:
         extra["mailstack_images_src"] = str(resource_dir("compose"))
         if options.base_image:
