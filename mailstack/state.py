@@ -5,7 +5,7 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
     state.json                        {"format": 1, "site": …}
     dkim/<domain>/<selector>.pem      RSA-2048 and Ed25519 private keys (PKCS#8)
     tls/ca.key, tls/ca.crt            local CA (tls.mode selfsigned)
-    tls/<hostname>/{ecdsa,rsa}.{key,crt}
+    tls/<hostname>/{ecdsa,rsa}.{key,crt}  ECDSA P-256 and RSA-3072 (RSA-2048 in older states)
     tls/<hostname>/next-{ecdsa,rsa}.key   the keys a renewal switches to, pinned in TLSA ahead
     secrets/<name>                    internal service passwords
 
@@ -44,6 +44,9 @@ VAULT_HEADER = b"$ANSIBLE_VAULT;"
 STATE_FORMAT = 1
 SECRET_NAMES = ("rspamd_controller", "redis")
 CA_DAYS = 3650
+# RSA server keys made from now on (BSI TR-02102-2 and internet.nl want 3072 bits or more);
+# keys already in a state directory stay as they are: nothing here is ever rotated.
+SERVER_RSA_BITS = 3072
 SERVER_DAYS = 825
 
 Algorithm = Literal["rsa", "ed25519"]
@@ -171,7 +174,7 @@ class State:
         files = {"ca_cert": "tls/ca.crt"}
         for kind, make in (
             ("ecdsa", lambda: ec.generate_private_key(ec.SECP256R1())),
-            ("rsa", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            ("rsa", lambda: rsa.generate_private_key(public_exponent=65537, key_size=SERVER_RSA_BITS)),
         ):
             key_path, cert_path = f"tls/{hostname}/{kind}.key", f"tls/{hostname}/{kind}.crt"
             key = self._key(key_path, make)
@@ -278,7 +281,7 @@ def _json(data: object) -> bytes:
 
 def _new_server_key(kind: str) -> PrivateKey:
     if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return rsa.generate_private_key(public_exponent=65537, key_size=SERVER_RSA_BITS)
     return ec.generate_private_key(ec.SECP256R1())
 
 

@@ -37,7 +37,8 @@ is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^insta
 
 missing=()
 # rsync and ssh: the controller side of `mailstack deploy` (ansible.posix.synchronize).
-for pkg in docker.io debootstrap rsync openssh-client; do
+# testssl.sh: the TLS auditor of `mailstack audit` and of the hardening tests.
+for pkg in docker.io debootstrap rsync openssh-client testssl.sh; do
     if is_installed "$pkg"; then
         say "package $pkg already installed ($(dpkg-query -W -f='${Version}' "$pkg"))"
     else

@@ -7,12 +7,13 @@ bindings, IPv6 brackets, paths) is built here, where it is unit-tested.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import __version__
-from mailstack.site.fields import format_size
+from mailstack.site.fields import format_size, rate_parts
 from mailstack.site.models import Site
 from mailstack.state import StateView
 
@@ -44,6 +45,59 @@ RSPAMD_SECRETS = "/run/rspamd-secrets"
 REDIS_SECRETS = "/run/redis-secrets"
 # Where tls.mode "files" mounts the operator's certificate and key in postfix and dovecot.
 TLS_FILES_DIR = "/run/mailstack/tls"
+
+# --- TLS policy (issue #5): the same on every port, port 25 included ----------------------
+# TLS 1.2 suites: ECDHE key exchange, AEAD ciphers only (Mozilla "intermediate" 5.7+, minus
+# DHE as in its 6.0 guidelines; internet.nl "good"). ECDSA first: the ECDSA certificate is
+# preferred, RSA serves older clients. https://ssl-config.mozilla.org/guidelines/5.7.json
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+# TLS 1.3 suites (all AEAD, all with (EC)DHE); OpenSSL's default set, named explicitly.
+TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+# Key exchange groups (Mozilla): no finite-field DHE group, not even RFC 7919's in TLS 1.3.
+TLS_GROUPS = ("X25519", "prime256v1", "secp384r1")
+# Signature algorithms without SHA-1 and SHA-224 (internet.nl "key exchange hash"), for the
+# OpenSSL configuration Postfix and Dovecot load: neither has a setting of its own for it.
+TLS_SIGNATURE_ALGORITHMS = (
+    "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:ed448:"
+    "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:"
+    "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:"
+    "RSA+SHA256:RSA+SHA384:RSA+SHA512"
+)
+# Lowest TLS version of the client ports (465, 587, IMAP, POP3, ManageSieve) per tls.profile.
+# Port 25 always accepts TLS 1.2 and 1.3: a sender refused there falls back to plaintext.
+TLS_PROFILE_MIN_VERSION = {"intermediate": "TLSv1.2", "modern": "TLSv1.3"}
+
+# --- Containers (issue #5) -------------------------------------------------------------------
+# Every service runs with cap_drop [ALL], no-new-privileges and a read-only root filesystem;
+# these are the capabilities each one gets back, found by experiment (compose/images/NOTES.md),
+# and its memory and process limits (idle use measured there, limits at several times that).
+CONTAINER_CAPS: dict[str, tuple[str, ...]] = {
+    # master stays root: DAC_OVERRIDE to walk the postfix-owned queue, SETUID/SETGID to
+    # start its daemons as postfix. No CHOWN, FOWNER, KILL: Postfix needs none of them.
+    "postfix": ("DAC_OVERRIDE", "SETUID", "SETGID"),
+    # master stays root: CHOWN for its sockets, SETUID/SETGID for dovecot, dovenull and
+    # vmail, SYS_CHROOT for the login processes' chroot; DAC_READ_SEARCH reads the TLS keys
+    # when the state belongs to another user than root.
+    "dovecot": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID", "SYS_CHROOT"),
+    # Used by the entrypoints only (read the secrets, hand copies to the daemon's user,
+    # setpriv to it); the daemons themselves run without any capability.
+    "rspamd": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
+    "redis": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
+}
+CONTAINER_MEMORY: dict[str, str] = {"postfix": "512m", "dovecot": "512m", "rspamd": "1g", "redis": "256m"}
+CONTAINER_PIDS: dict[str, int] = {"postfix": 512, "dovecot": 512, "rspamd": 128, "redis": 64}
+# Redis keeps this much data at most (Rspamd's rate limits, history, Bayes), below its memory limit.
+REDIS_MAXMEMORY = "192mb"
+
+# Which service reads which secret of the state (compose secrets, mounted one file each).
+SECRET_SERVICES: dict[str, tuple[str, ...]] = {
+    "rspamd_controller": ("rspamd",),
+    "redis": ("rspamd", "redis"),
+}
 
 # Dovecot delivers concurrently to one user at most this often (lmtp_user_concurrency_limit);
 # Postfix's LMTP concurrency stays below it so no delivery meets "451 4.3.0 Too many concurrent".
@@ -98,10 +152,47 @@ class TlsPair:
 
 
 @dataclass(frozen=True)
+class TlsPolicy:
+    profile: str
+    client_min_version: str  # Dovecot ssl_min_protocol: TLSv1.2 or TLSv1.3
+    postfix_mandatory_protocols: str  # 587 and 465: >=TLSv1.2 or >=TLSv1.3
+    ciphers: str  # TLS 1.2
+    suites: str  # TLS 1.3
+    postfix_groups: str  # tls_eecdh_auto_curves: space-separated
+    dovecot_groups: str  # ssl_curve_list: colon-separated
+    signature_algorithms: str
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A file of the state (or the operator's) that one service reads, as a compose secret."""
+
+    name: str
+    file: str  # relative to the compose file (state), or absolute (tls.mode files)
+    target: str  # where the service's configuration expects it
+
+
+@dataclass(frozen=True)
+class Confinement:
+    cap_add: tuple[str, ...]
+    mem_limit: str
+    pids_limit: int
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """An Rspamd ratelimit rule: one bucket per authenticated user it selects."""
+
+    name: str
+    selector: str  # a UCL-quoted string: Rspamd's selector language
+    burst: int
+    rate: str  # "100 / 1h"
+
+
+@dataclass(frozen=True)
 class Context:
     site: Site
     version: str
-    state_mount: str  # compose volume: the state directory, relative to the output, read-only
     published: dict[str, list[str]]  # service → compose "ip:host:container" bindings
     ports: dict[str, int]  # internal service ports (INTERNAL_PORTS)
     message_size: int
@@ -118,7 +209,12 @@ class Context:
     tls: dict[str, str]  # role → path inside the containers
     tls_pairs: list[TlsPair]  # server key/cert pairs, preferred first (ECDSA, then RSA)
     tls_chain_files: str  # postfix smtpd_tls_chain_files: key, cert, key, cert
-    tls_mounts: list[str]  # compose bindings of the operator's files (tls.mode files)
+    tls_policy: TlsPolicy
+    secrets: dict[str, list[Secret]]  # service → the secrets it reads
+    secret_files: list[Secret]  # every secret once, for the compose file's top-level secrets
+    confinement: dict[str, Confinement]
+    redis_maxmemory: str
+    send_limits: list[RateLimit]
     rspamd_secrets: str
     redis_secrets: str
     offline: bool
@@ -135,10 +231,11 @@ def build_context(
 ) -> Context:
     pairs = tls_pairs(site, state)
     dkim = dkim_selectors(state)
+    state_rel = os.path.relpath(state_dir.resolve(), out_dir.resolve())
+    service_secrets = compose_secrets(site, state, state_rel)
     return Context(
         site=site,
         version=__version__,
-        state_mount=f"{os.path.relpath(state_dir.resolve(), out_dir.resolve())}:{STATE_MOUNT}:ro",
         published=published_ports(site),
         ports=dict(INTERNAL_PORTS),
         message_size=site.limits.message_size,
@@ -155,7 +252,17 @@ def build_context(
         tls=tls_paths(site, state),
         tls_pairs=pairs,
         tls_chain_files=chain_files(pairs),
-        tls_mounts=tls_mounts(site),
+        tls_policy=tls_policy(site),
+        secrets=service_secrets,
+        secret_files=sorted(
+            {x.name: x for xs in service_secrets.values() for x in xs}.values(), key=lambda x: x.name
+        ),
+        confinement={
+            service: Confinement(CONTAINER_CAPS[service], CONTAINER_MEMORY[service], CONTAINER_PIDS[service])
+            for service in CONTAINER_CAPS
+        },
+        redis_maxmemory=REDIS_MAXMEMORY,
+        send_limits=send_limits(site),
         rspamd_secrets=RSPAMD_SECRETS,
         redis_secrets=REDIS_SECRETS,
         offline=offline,
@@ -294,14 +401,83 @@ def chain_files(pairs: list[TlsPair]) -> str:
     return ", ".join(f"{p.key}, {p.cert}" for p in pairs)
 
 
-def tls_mounts(site: Site) -> list[str]:
-    """tls.mode files: the operator's certificate and key, read-only, where tls_paths points."""
-    if site.tls.mode != "files" or site.tls.cert_file is None or site.tls.key_file is None:
-        return []
-    return [
-        f"{site.tls.cert_file}:{TLS_FILES_DIR}/cert.pem:ro",
-        f"{site.tls.key_file}:{TLS_FILES_DIR}/key.pem:ro",
-    ]
+def tls_policy(site: Site) -> TlsPolicy:
+    minimum = TLS_PROFILE_MIN_VERSION[site.tls.profile]
+    return TlsPolicy(
+        profile=site.tls.profile,
+        client_min_version=minimum,
+        postfix_mandatory_protocols=f">={minimum}",
+        ciphers=TLS12_CIPHERS,
+        suites=TLS13_SUITES,
+        postfix_groups=" ".join(TLS_GROUPS),
+        dovecot_groups=":".join(TLS_GROUPS),
+        signature_algorithms=TLS_SIGNATURE_ALGORITHMS,
+    )
+
+
+def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, list[Secret]]:
+    """Each service's files from the state, one compose secret per file, mounted exactly where
+    its configuration expects them (the paths the whole state mount used to provide).
+
+    No container sees the state directory itself: postfix and dovecot get the server keys
+    and certificates, rspamd the DKIM keys and its passwords, redis its password; nobody
+    gets the local CA's key.
+    """
+    if site.tls.mode == "files":
+        tls = [
+            Secret("tls_cert", str(site.tls.cert_file), f"{TLS_FILES_DIR}/cert.pem"),
+            Secret("tls_key", str(site.tls.key_file), f"{TLS_FILES_DIR}/key.pem"),
+        ]
+    else:
+        tls = [
+            Secret(f"tls_{role}", f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")
+            for role, path in sorted(state.tls_files.items())
+            if role != "ca_cert"
+        ]
+    out: dict[str, list[Secret]] = {"postfix": list(tls), "dovecot": list(tls), "rspamd": [], "redis": []}
+    for key in state.dkim:
+        out["rspamd"].append(
+            Secret(
+                f"dkim_{key.domain}_{key.selector}",
+                f"{state_rel}/{key.relpath}",
+                f"{STATE_MOUNT}/{key.relpath}",
+            )
+        )
+    for name, path in sorted(state.secret_files.items()):
+        for service in SECRET_SERVICES.get(name, ()):
+            out[service].append(Secret(name, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}"))
+    return out
+
+
+def send_limits(site: Site) -> list[RateLimit]:
+    """Rspamd ratelimit rules for authenticated senders: one for every mailbox without a
+    send_rate of its own (limits.send_rate), one per distinct mailbox send_rate.
+
+    The selectors never pick the same user twice (the bucket key is the selected value).
+    The ratelimit bucket counts recipients: burst = the rate's count, refilled over its period.
+    """
+    own: dict[str, list[str]] = {}
+    for m in site.mailboxes:
+        if m.send_rate is not None:
+            own.setdefault(m.send_rate, []).append(m.address)
+    rules = []
+    if site.limits.send_rate is not None:
+        listed = [address for addresses in own.values() for address in addresses]
+        selector = "user.lower" + (f".not_in({_selector_args(listed)})" if listed else "")
+        rules.append(_rate_rule("mailstack_send", selector, site.limits.send_rate))
+    for i, (rate, addresses) in enumerate(sorted(own.items(), key=lambda kv: kv[1][0]), start=1):
+        rules.append(_rate_rule(f"mailstack_send_{i}", f"user.lower.in({_selector_args(addresses)})", rate))
+    return rules
+
+
+def _selector_args(addresses: list[str]) -> str:
+    # Double-quoted selector arguments; addresses never contain '"' or '\' (see fields.py).
+    return ", ".join(f'"{a}"' for a in addresses)
+
+
+def _rate_rule(name: str, selector: str, rate: str) -> RateLimit:
+    count, period = rate_parts(rate)
+    return RateLimit(name=name, selector=json.dumps(selector), burst=count, rate=f"{count} / {period}")
 
 
 def rspamd_disabled(*, offline: bool) -> dict[str, bool]:

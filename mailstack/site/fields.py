@@ -153,6 +153,30 @@ def parse_password_hash(value: Any) -> str:
     return f"{{{scheme}}}{digest}"
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$", re.IGNORECASE)
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(value: Any) -> str:
+    """``100/1h`` → ``100/1h``: a count per period (``s``, ``m``, ``h`` or ``d``; ``/h`` is ``/1h``)."""
+    if isinstance(value, str) and (match := _RATE.match(value)):
+        count, length, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()
+        if count < 1 or length < 1:
+            raise ValueError(f"a rate needs a positive count and period, got {value!r}")
+        if length * _PERIOD_SECONDS[unit] > 7 * 86400:
+            raise ValueError(f"a rate's period can be at most 7d, got {value!r}")
+        return f"{count}/{length}{unit}"
+    raise ValueError(
+        f"expected a rate such as 100/1h (a count, '/', a period in s, m, h or d), got {value!r}"
+    )
+
+
+def rate_parts(rate: str) -> tuple[int, str]:
+    """A normalised rate → (count, period): ``100/1h`` → (100, ``1h``)."""
+    count, _, period = rate.partition("/")
+    return int(count), period
+
+
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
@@ -163,6 +187,17 @@ Size = Annotated[
                 {"type": "integer", "minimum": 1},
             ],
             "description": "A size in bytes, or with a K, M, G or T suffix (1024-based): 25M, 2G.",
+        }
+    ),
+]
+Rate = Annotated[
+    str,
+    BeforeValidator(parse_rate),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*\d+\s*/\s*\d*\s*[smhdSMHD]\s*$",
+            "description": "A count per period: 100/1h, 1000/1d, 10/5m.",
         }
     ),
 ]

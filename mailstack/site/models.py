@@ -19,6 +19,7 @@ from mailstack.site.fields import (
     HostAddress,
     IPAddresses,
     PasswordHash,
+    Rate,
     Size,
 )
 
@@ -75,6 +76,14 @@ class TLS(Model):
     )
     cert_file: str | None = Field(default=None, description="PEM certificate chain (mode files).")
     key_file: str | None = Field(default=None, description="PEM private key (mode files).")
+    profile: Literal["intermediate", "modern"] = Field(
+        default="intermediate",
+        description=(
+            "Mozilla server-side TLS profile of the client ports (465, 587, IMAP, POP3, "
+            "ManageSieve): intermediate = TLS 1.2 and 1.3, modern = TLS 1.3 only. Port 25 "
+            "keeps TLS 1.2 and 1.3 in both, so that no sending server falls back to plaintext."
+        ),
+    )
 
     @model_validator(mode="after")
     def _files_match_mode(self) -> TLS:
@@ -86,8 +95,55 @@ class TLS(Model):
         return self
 
 
+class ClientLimits(Model):
+    """Postfix anvil limits per client address, on 25, 587 and 465; rates count per minute.
+    https://www.postfix.org/TUNING_README.html#conn_limit"""
+
+    connections: int = Field(default=20, ge=1, description="Simultaneous connections per client address.")
+    connection_rate: int = Field(
+        default=60, ge=1, description="New connections per client address and minute."
+    )
+    message_rate: int = Field(
+        default=100, ge=1, description="Messages (MAIL FROM) per client address and minute."
+    )
+    auth_rate: int = Field(default=20, ge=1, description="AUTH commands per client address and minute.")
+
+
 class Limits(Model):
     message_size: Size = Field(default=25 * 1024**2, description="Largest accepted message.")
+    send_rate: Rate | None = Field(
+        default="100/1h",
+        description=(
+            "Outbound limit of each authenticated user, in recipients per period (Rspamd "
+            "ratelimit; over it, submission answers 4xx). A mailbox's send_rate overrides it; "
+            "null: no site-wide limit."
+        ),
+    )
+    clients: ClientLimits = Field(default_factory=ClientLimits)
+
+
+Dnsbl = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(=[0-9.;\[\]-]+)?(\*-?[0-9]+)?$",
+        description="A postscreen DNSBL: domain[=reply filter][*weight], e.g. zen.spamhaus.org*3.",
+    ),
+]
+
+
+class Abuse(Model):
+    """Screening of clients on port 25 before they reach smtpd."""
+
+    dnsbl: tuple[Dnsbl, ...] = Field(
+        default=(),
+        description=(
+            "DNS blocklists postscreen asks about each new client on port 25 (they need a "
+            "resolver that reaches them, and most have usage terms); none by default."
+        ),
+    )
+    dnsbl_threshold: int = Field(
+        default=3, ge=1, description="Sum of DNSBL weights at which postscreen rejects a client."
+    )
 
 
 Spf = Annotated[
@@ -149,6 +205,9 @@ class Mailbox(Model):
     send_as: tuple[Address, ...] = Field(
         default=(), description="Extra From/envelope addresses this mailbox may send as."
     )
+    send_rate: Rate | None = Field(
+        default=None, description="Outbound limit of this mailbox [default: limits.send_rate]."
+    )
 
 
 class Alias(Model):
@@ -183,6 +242,7 @@ class Site(Model):
     network: Network = Field(default_factory=Network)
     tls: TLS = Field(default_factory=TLS)
     limits: Limits = Field(default_factory=Limits)
+    abuse: Abuse = Field(default_factory=Abuse)
     domains: tuple[DomainEntry, ...] = Field(min_length=1)
     mailboxes: tuple[Mailbox, ...] = ()
     aliases: tuple[Alias, ...] = ()

@@ -24,7 +24,7 @@ from mailstack import engine
 from mailstack.errors import UserError
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
-from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_until
+from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, free_ports, wait_until
 
 UP_TIMEOUT = 240.0
 # Modules that must run first (the health check) and last (they stop, restart and re-render).
@@ -127,18 +127,6 @@ def unique_site_copy(source: Path, target: Path) -> None:
         ports[name] = port
     with target.open("w", encoding="utf-8") as handle:
         yaml.dump(data, handle)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (the OS picks them; held together so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")

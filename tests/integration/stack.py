@@ -16,6 +16,7 @@ import poplib
 import re
 import secrets
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -448,3 +449,15 @@ def _is_postscreen_tempfail(exc: smtplib.SMTPException) -> bool:
 
 # Active stacks, so a failing test can print their logs (see conftest.pytest_runtest_makereport).
 ACTIVE: list[Stack] = []
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now (the OS picks them; held together so they differ)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -29,6 +29,7 @@ from tests.integration.stack import (
     SITE_FIXTURE,
     Stack,
     WaitTimeoutError,
+    free_ports,
     make_message,
     smtp_auth,
     token,
@@ -111,18 +112,6 @@ def test_config_a_daemon_rejects_is_refused_before_anything_restarts(
     assert snapshot(stack.out_dir) == tree, "the rendered tree changed although the config was refused"
     assert stack.container_ids() == ids
     assert started_at(ids) == started, "a container restarted although the config was refused"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now (the kernel's choice of ephemeral ports)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

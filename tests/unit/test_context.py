@@ -6,17 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from mailstack.render import plan_files
 from mailstack.render.context import (
+    CONTAINER_CAPS,
     DOVECOT_LMTP_USER_CONCURRENCY,
     INTERNAL_PORTS,
     POSTFIX_LMTP_CONCURRENCY,
     RSPAMD_ONLINE_MODULES,
     RSPAMD_SECRETS,
     STATE_MOUNT,
+    Secret,
     TlsPair,
     bind_host,
     build_context,
     chain_files,
+    compose_secrets,
     dkim_domains,
     dkim_selectors,
     dovecot_user_lines,
@@ -24,9 +28,10 @@ from mailstack.render.context import (
     mydestination,
     published_ports,
     rspamd_disabled,
+    send_limits,
     sender_login_lines,
-    tls_mounts,
     tls_pairs,
+    tls_policy,
     virtual_alias_lines,
 )
 from mailstack.site.loader import parse_site
@@ -173,7 +178,6 @@ def test_tls_pairs_offer_ecdsa_first_then_rsa() -> None:
         f"{STATE_MOUNT}/tls/HOST/ecdsa.key, {STATE_MOUNT}/tls/HOST/ecdsa.crt, "
         f"{STATE_MOUNT}/tls/HOST/rsa.key, {STATE_MOUNT}/tls/HOST/rsa.crt"
     )
-    assert tls_mounts(site()) == []
 
 
 def test_tls_files_mode_mounts_the_operators_files_where_the_configs_look() -> None:
@@ -188,10 +192,12 @@ def test_tls_files_mode_mounts_the_operators_files_where_the_configs_look() -> N
     pairs = tls_pairs(files, fake_state(("ctx.example",)))
     assert pairs == [TlsPair(key="/run/mailstack/tls/key.pem", cert="/run/mailstack/tls/cert.pem")]
     assert chain_files(pairs) == "/run/mailstack/tls/key.pem, /run/mailstack/tls/cert.pem"
-    assert tls_mounts(files) == [
-        "/etc/ssl/mail/fullchain.pem:/run/mailstack/tls/cert.pem:ro",
-        "/etc/ssl/mail/privkey.pem:/run/mailstack/tls/key.pem:ro",
+    tls = [
+        Secret("tls_cert", "/etc/ssl/mail/fullchain.pem", "/run/mailstack/tls/cert.pem"),
+        Secret("tls_key", "/etc/ssl/mail/privkey.pem", "/run/mailstack/tls/key.pem"),
     ]
+    secrets = compose_secrets(files, fake_state(("ctx.example",)), "../state")
+    assert secrets["postfix"] == secrets["dovecot"] == tls
 
 
 @pytest.mark.parametrize("offline", [True, False])
@@ -203,7 +209,8 @@ def test_one_switch_turns_the_internet_modules_off(offline: bool) -> None:
 def test_context_ties_it_together(tmp_path: Path) -> None:
     s = site()
     context = build_context(s, fake_state(s.domain_names), tmp_path / "state", tmp_path / "build")
-    assert context.state_mount == f"../state:{STATE_MOUNT}:ro"
+    assert {x.name for x in context.secret_files} >= {"tls_ecdsa_key", "redis"}
+    assert context.confinement["redis"].cap_add == CONTAINER_CAPS["redis"]
     assert context.offline is True
     assert context.ports == INTERNAL_PORTS
     assert context.message_size == 512 * 1024
@@ -217,3 +224,100 @@ def test_context_ties_it_together(tmp_path: Path) -> None:
     assert context.lmtp_concurrency < context.lmtp_user_concurrency
     assert POSTFIX_LMTP_CONCURRENCY < DOVECOT_LMTP_USER_CONCURRENCY
     assert set(context.as_template_vars()) == set(context.__dataclass_fields__)
+
+
+def test_each_service_gets_only_its_own_files_of_the_state_where_its_config_looks() -> None:
+    secrets = compose_secrets(site(), fake_state(("ctx.example",)), "../state")
+    tls = [
+        Secret(f"tls_{role}", f"../state/tls/HOST/{name}", f"{STATE_MOUNT}/tls/HOST/{name}")
+        for role, name in (
+            ("ecdsa_cert", "ecdsa.crt"),
+            ("ecdsa_key", "ecdsa.key"),
+            ("rsa_cert", "rsa.crt"),
+            ("rsa_key", "rsa.key"),
+        )
+    ]
+    assert secrets["postfix"] == secrets["dovecot"] == tls  # never the CA's key or certificate
+    redis = Secret("redis", "../state/secrets/redis", f"{STATE_MOUNT}/secrets/redis")
+    assert secrets["redis"] == [redis]
+    assert secrets["rspamd"] == [
+        Secret(
+            "dkim_ctx.example_s20260101r",
+            "../state/dkim/ctx.example/s20260101r.pem",
+            f"{STATE_MOUNT}/dkim/ctx.example/s20260101r.pem",
+        ),
+        Secret(
+            "dkim_ctx.example_s20260101e",
+            "../state/dkim/ctx.example/s20260101e.pem",
+            f"{STATE_MOUNT}/dkim/ctx.example/s20260101e.pem",
+        ),
+        redis,
+    ]
+
+
+def test_tls_profile_sets_the_client_ports_minimum_and_keeps_the_cipher_policy() -> None:
+    intermediate = tls_policy(site())
+    assert intermediate.profile == "intermediate"
+    assert (intermediate.client_min_version, intermediate.postfix_mandatory_protocols) == (
+        "TLSv1.2",
+        ">=TLSv1.2",
+    )
+    modern = tls_policy(site(**{"limits:": "tls:\n  profile: modern\nlimits:"}))
+    assert (modern.client_min_version, modern.postfix_mandatory_protocols) == ("TLSv1.3", ">=TLSv1.3")
+    for policy in (intermediate, modern):
+        ciphers = policy.ciphers.split(":")
+        assert all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20" in c) for c in ciphers)
+        assert "SHA1" not in policy.signature_algorithms
+        assert "SHA224" not in policy.signature_algorithms
+        assert policy.postfix_groups == "X25519 prime256v1 secp384r1"
+        assert policy.dovecot_groups == "X25519:prime256v1:secp384r1"
+
+
+def test_send_limits_default_to_the_site_rate_and_give_mailboxes_their_own_buckets() -> None:
+    assert [(r.name, r.selector, r.burst, r.rate) for r in send_limits(site())] == [
+        ("mailstack_send", '"user.lower"', 100, "100 / 1h")
+    ]
+    own = site(
+        **{
+            "    quota: 1M\n": "    quota: 1M\n    send_rate: 5/10m\n",
+            "    send_as: [team@ctx.example]\n": "    send_as: [team@ctx.example]\n    send_rate: 5/10m\n",
+            "limits:\n": "limits:\n  send_rate: 1000/1d\n",
+        }
+    )
+    rules = send_limits(own)
+    assert [(r.name, r.burst, r.rate) for r in rules] == [
+        ("mailstack_send", 1000, "1000 / 1d"),
+        ("mailstack_send_1", 5, "5 / 10m"),
+    ]
+    # The site's rule skips exactly the mailboxes with a rate of their own, so no login is
+    # counted in two buckets.
+    assert rules[0].selector == '"user.lower.not_in(\\"user@ctx.example\\", \\"carol@shop.example\\")"'
+    assert rules[1].selector == '"user.lower.in(\\"user@ctx.example\\", \\"carol@shop.example\\")"'
+    unlimited = site(**{"limits:\n": "limits:\n  send_rate: null\n"})
+    assert send_limits(unlimited) == []
+
+
+def test_dnsbl_sites_and_the_modern_profile_reach_the_rendered_configs(tmp_path: Path) -> None:
+    plain = site()
+    tuned = site(
+        **{
+            "limits:": (
+                "tls:\n  profile: modern\nabuse:\n  dnsbl: [zen.spamhaus.org*3, bl.example.net=127.0.0.2*1]\n"
+                "  dnsbl_threshold: 2\nlimits:"
+            )
+        }
+    )
+
+    def files(s: Site) -> dict[str, str]:
+        planned = plan_files(s, fake_state(s.domain_names), tmp_path / "state", tmp_path / "build")
+        return {f.path: f.content.decode() for f in planned}
+
+    before, after = files(plain), files(tuned)
+    assert "\npostscreen_dnsbl_sites =\n" in before["config/postfix/main.cf"]
+    main_cf = after["config/postfix/main.cf"]
+    assert "\npostscreen_dnsbl_sites = zen.spamhaus.org*3, bl.example.net=127.0.0.2*1\n" in main_cf
+    assert "\npostscreen_dnsbl_threshold = 2\n" in main_cf
+    assert "\nsmtpd_tls_mandatory_protocols = >=TLSv1.3\n" in main_cf
+    assert "\nsmtpd_tls_protocols = >=TLSv1.2\n" in main_cf  # port 25 keeps TLS 1.2
+    assert "\nssl_min_protocol = TLSv1.3\n" in after["config/dovecot/dovecot.conf"]
+    assert "\nssl_min_protocol = TLSv1.2\n" in before["config/dovecot/dovecot.conf"]

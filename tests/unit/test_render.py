@@ -219,4 +219,5 @@ def test_explicit_output_and_state_dirs(tmp_path: Path) -> None:
     assert (out / "compose.yaml").exists()
     assert (state / "state.json").exists()
     compose = (out / "compose.yaml").read_text()
-    assert f'"{os.path.relpath(state, out)}:/run/mailstack/state:ro"' in compose
+    # The state reaches the containers as compose secrets, one file each, relative to the output.
+    assert f'file: "{os.path.relpath(state, out)}/secrets/redis"' in compose

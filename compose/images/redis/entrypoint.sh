@@ -25,10 +25,11 @@ if [ -r "$state/secrets/redis" ]; then
     umask 077
     mkdir -p "$out"
     printf 'user default on #%s ~* &* +@all\n' "$hash" >"$out/users.acl.tmp"
-    chown redis:redis "$out/users.acl.tmp"
+    # Modes first, owner last: without CAP_FOWNER root cannot chmod what it gave away.
     chmod 0400 "$out/users.acl.tmp"
+    chown redis:redis "$out/users.acl.tmp"
     mv -f "$out/users.acl.tmp" "$out/users.acl"
-    chown redis:redis "$out"
     chmod 0700 "$out"
+    chown redis:redis "$out"
 fi
 exec setpriv --reuid=redis --regid=redis --init-groups -- "$@"

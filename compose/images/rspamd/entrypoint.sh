@@ -1,9 +1,9 @@
 #!/bin/sh
-# Give rspamd's unprivileged workers (_rspamd) what they need from the root-only state
-# mount, then run rspamd; on SIGHUP copy again (new domains bring new DKIM keys) and pass
-# the HUP on to rspamd, which then reloads its configuration.
+# Give rspamd what it needs from its secrets, then run it as _rspamd (main process included).
 #
-#   MAILSTACK_STATE     state mount (default /run/mailstack/state): dkim/, secrets/
+#   MAILSTACK_STATE     where compose mounts the secrets (default /run/mailstack/state):
+#                       dkim/<domain>/<selector>.pem and secrets/{rspamd_controller,redis},
+#                       each one file (a compose secret), root-only
 #   RSPAMD_SECRETS_DIR  tmpfs for the copies (default /run/rspamd-secrets)
 #
 # Written there, owned by _rspamd, files 0400:
@@ -14,6 +14,12 @@
 #   worker-controller.inc         password/enable_password, hashed with `rspamadm pw`
 #   redis.conf                    password = "…" for Redis
 # No configuration file is edited: local.d includes these files.
+#
+# Then it execs rspamd as _rspamd: no process of the container keeps root, so it needs no
+# capability after start (CHOWN, SETUID and SETGID are used here, before the exec). Keys
+# never change (the state never rotates them) and a new domain brings new compose secrets,
+# which makes compose recreate the container; so a reload (rspamd-reload, SIGHUP) only
+# rereads the configuration.
 set -eu
 
 state="${MAILSTACK_STATE:-/run/mailstack/state}"
@@ -31,23 +37,19 @@ secret() {
     printf '%s' "$value"
 }
 
-# Write stdin to $1 atomically, owned by $user, mode 0400.
+# Write stdin to $1 atomically (mode and owner are set at the end of sync_secrets).
 put() {
     cat >"$1.tmp"
-    chown "$user:$user" "$1.tmp"
-    chmod 0400 "$1.tmp"
     mv -f "$1.tmp" "$1"
 }
 
 sync_secrets() {
     umask 077
     mkdir -p "$out"
-    chown "$user:$user" "$out"
-    chmod 0500 "$out"
     if [ -d "$state/dkim" ]; then
-        rm -rf "$out/dkim.new"
-        cp -R "$state/dkim" "$out/dkim.new"
-        for key in "$out"/dkim.new/*/*.pem; do
+        rm -rf "$out/dkim"
+        cp -R "$state/dkim" "$out/dkim"
+        for key in "$out"/dkim/*/*.pem; do
             [ -f "$key" ] || continue
             case "$(openssl pkey -in "$key" -noout -text 2>/dev/null | head -n 1)" in
                 ED25519*)
@@ -57,47 +59,33 @@ sync_secrets() {
                     ;;
             esac
         done
-        chown -R "$user:$user" "$out/dkim.new"
-        find "$out/dkim.new" -type d -exec chmod 0500 {} +
-        find "$out/dkim.new" -type f -exec chmod 0400 {} +
-        rm -rf "$out/dkim.old"
-        if [ -d "$out/dkim" ]; then mv "$out/dkim" "$out/dkim.old"; fi
-        mv "$out/dkim.new" "$out/dkim"
-        rm -rf "$out/dkim.old"
     fi
     controller="$(secret rspamd_controller)" || return 1
     redis="$(secret redis)" || return 1
     hash="$(rspamadm pw --quiet --encrypt --password "$controller")" || return 1
     printf 'password = "%s";\nenable_password = "%s";\n' "$hash" "$hash" | put "$out/worker-controller.inc"
     printf 'password = "%s";\n' "$redis" | put "$out/redis.conf"
-}
-
-reload() {
-    if sync_secrets; then
-        log "secrets copied again; reloading rspamd"
-    else
-        log "copying secrets failed; reloading rspamd with the previous copies"
-    fi
-    kill -HUP "$child" 2>/dev/null || true
+    # Modes first, owner last: without CAP_FOWNER root cannot chmod what it gave away.
+    find "$out" -type d -exec chmod 0500 {} +
+    find "$out" -type f -exec chmod 0400 {} +
+    chown -R "$user:$user" "$out"
 }
 
 if [ "$#" -eq 0 ]; then
-    set -- rspamd -f -u "$user" -g "$user"
+    set -- rspamd -f
 fi
-if [ "$(id -u)" -ne 0 ] || [ ! -d "$state" ]; then
-    log "not root or no state at $state: starting without secrets"
+if [ "$(id -u)" -ne 0 ]; then
     exec "$@"
 fi
-
-sync_secrets
-"$@" &
-child=$!
-trap reload HUP
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT
-trap 'kill -USR1 "$child" 2>/dev/null' USR1
-# wait returns early for every trapped signal; keep waiting until rspamd itself is gone.
-status=0
-while kill -0 "$child" 2>/dev/null; do
-    wait "$child" && status=0 || status=$?
-done
-exit "$status"
+if [ -d "$state" ]; then
+    sync_secrets
+else
+    log "no secrets at $state: starting without them"
+fi
+# $RUNDIR (the pid file); with a read-only root filesystem /run is a tmpfs.
+mkdir -p -m 0755 /run/rspamd
+chown "$user:$user" /run/rspamd
+# tini stays PID 1 as $user: a namespace's init only receives the signals it has handlers
+# for, and rspamd as PID 1 would miss SIGTERM (docker stop). tini passes TERM and HUP on,
+# and as the same user it needs no CAP_KILL to do so.
+exec setpriv --reuid="$user" --regid="$user" --init-groups -- tini -- "$@"

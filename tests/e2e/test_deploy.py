@@ -1,5 +1,3 @@
-# Deploy scenarios of issue #4: 16/16 e2e tests passed locally (9.5 min) but this file is not yet
-# collected by CI; rename it to test_deploy.py once a CI run has shown it green.
 """`mailstack deploy` against a throwaway Debian 13 server, over real SSH (issue #4).
 
 TestDeployLifecycle walks one site through the life of a server, in file order, on one
