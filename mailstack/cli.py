@@ -11,9 +11,13 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.table import Table
 
 from mailstack import __version__, engine
+from mailstack.audit import run_audit
+from mailstack.check import CheckReport, run_check
 from mailstack.deploy import DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.dns import FORMATS as DNS_FORMATS
@@ -26,6 +30,7 @@ from mailstack.purge import purge_hosts, purge_local
 from mailstack.render import default_paths, render_site
 from mailstack.render.writer import Change
 from mailstack.site.loader import load_site
+from mailstack.site.models import Host, Site
 from mailstack.site.schema import SCHEMA_RELPATH, schema_text, write_schema
 from mailstack.starter import create_starter
 from mailstack.vault import Vault, decrypt_state, encrypt_state
@@ -59,6 +64,10 @@ Bootstrap = Annotated[
     typer.Option(
         "--bootstrap-base", help="Without a base image, build one from Debian's mirror (debootstrap)."
     ),
+]
+NoCheck = Annotated[
+    bool,
+    typer.Option("--check/--no-check", help="End with `mailstack check` (its failure fails the command)."),
 ]
 VaultFile = Annotated[
     Path | None,
@@ -215,8 +224,9 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 180,
     base_image: BaseImage = None,
     bootstrap_base: Bootstrap = False,
+    check: NoCheck = True,
 ) -> None:
-    """Render, build images if needed, start the stack and wait until it is healthy."""
+    """Render, build images if needed, start the stack, wait until it is healthy, check it."""
     project = _project(site, output, state)
     result = engine.up(project, timeout=timeout, base=base_image, bootstrap=bootstrap_base, say=out.print)
     changed = [a.path for a in result.actions if a.change is not Change.UNCHANGED]
@@ -226,6 +236,62 @@ def up(
     )
     for protocol, where, security in engine.endpoints(project.site):
         out.print(f"  {protocol:<12} {where:<22} {security}")
+    if check:
+        _show_check(run_check(project.site, project.state_dir), as_json=False)
+
+
+@app.command("check")
+@user_errors
+def check_site(
+    site: SitePath,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Check this deployed host (its name in hosts) over SSH.")
+    ] = None,
+    dns: Annotated[
+        bool, typer.Option("--dns", help="Also compare the published DNS with `mailstack dns`.")
+    ] = False,
+    resolver: Annotated[
+        str, typer.Option(help="The resolver --dns asks: address or address:port.")
+    ] = "127.0.0.53",
+    vault_password_file: VaultFile = None,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Probe the running site: ports and certificates, AUTH policy, relay, a round trip with
+    DKIM, GTUBE; a fail exits 1."""
+    project = _project(site, output, state)
+    report = run_check(
+        project.site,
+        project.state_dir,
+        target=_host(project.site, host, site),
+        site_dir=site.resolve().parent,
+        vault=Vault(vault_password_file) if vault_password_file else None,
+        resolver=resolver if dns else None,
+    )
+    _show_check(report, as_json=as_json)
+
+
+def _show_check(report: CheckReport, *, as_json: bool, exit_on_fail: bool = True) -> None:
+    """Print the results; exit 1 when one failed."""
+    if as_json:
+        typer.echo(report.to_json(), nl=False)
+    else:
+        table = Table(title=f"mailstack check {report.site} ({report.target})", title_justify="left")
+        for column in ("result", "probe", "what was seen", "fix"):
+            table.add_column(column, overflow="fold")
+        colours = {"pass": "green", "warn": "yellow", "fail": "red bold"}
+        for r in report.results:
+            table.add_row(
+                f"[{colours[r.status]}]{r.status}[/]", escape(r.probe), escape(r.reason), escape(r.fix)
+            )
+        out.print(table)
+        counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "warn", "fail")}
+        out.print(
+            f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail in {report.seconds:.1f} s"
+        )
+    if exit_on_fail and not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -287,8 +353,15 @@ def deploy(
     vault_password_file: VaultFile = None,
     output: OutDir = None,
     state: StateDir = None,
+    check_after: Annotated[
+        bool,
+        typer.Option(
+            "--live-check/--no-live-check",
+            help="End with `mailstack check` on each host (its failure fails the deploy).",
+        ),
+    ] = True,
 ) -> None:
-    """Install, harden and run the site on its hosts with Ansible over SSH."""
+    """Install, harden and run the site on its hosts with Ansible over SSH, then check each."""
     if images not in ("build", "load"):
         raise UserError(f"--images must be build or load, not {images!r}")
     project = _project(site, output, state)
@@ -311,6 +384,17 @@ def deploy(
         plain(f"{host}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
     if not result.ok:
         raise UserError(f"deploy failed (ansible-playbook exit {result.returncode})")
+    if check_after and not check:
+        vault = Vault(vault_password_file) if vault_password_file else None
+        reports = [
+            run_check(project.site, project.state_dir, target=h, site_dir=site.resolve().parent, vault=vault)
+            for h in project.site.hosts
+            if limit is None or h.name in limit.split(",")
+        ]
+        for report in reports:
+            _show_check(report, as_json=False, exit_on_fail=False)
+        if not all(report.ok for report in reports):
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -334,6 +418,43 @@ def probe(
     out.print(connect_help(project, user))
 
 
+@app.command()
+@user_errors
+def audit(
+    site: SitePath,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Audit this deployed host (its name in hosts) over SSH.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Report directory [default: <output>.audit].")
+    ] = None,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Measure the running site's hardening with testssl.sh, ssh-audit, lynis and docker inspect."""
+    project = _project(site, output, state)
+    result = run_audit(
+        project.site,
+        project.name,
+        project.state_dir,
+        target=_host(project.site, host, site),
+        site_dir=site.resolve().parent,
+        say=lambda text: out.print(f"[dim]audit:[/] {text}"),
+    )
+    marks = {"pass": "[green]PASS[/]", "fail": "[red bold]FAIL[/]", "skip": "[yellow]skip[/]"}
+    for item in result.items:
+        out.print(f"{marks[item.status]} {item.id:<40} {escape(item.detail)}")
+    directory = report or project.out_dir.with_name(project.out_dir.name + ".audit")
+    markdown, data = result.write(directory)
+    counts = result.counts()
+    out.print(
+        f"{counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skipped in {result.seconds:.0f} s; "
+        f"report: {markdown} and {data}"
+    )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @images_app.command("build")
 @user_errors
 def images_build(
@@ -341,7 +462,7 @@ def images_build(
     bootstrap_base: Bootstrap = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when nothing changed.")] = False,
 ) -> None:
-    """Build the postfix, dovecot, rspamd and redis images (cached by content)."""
+    """Build every service image (cached by content)."""
     engine.check_engine()
     for result in ensure_images(base=base_image, bootstrap=bootstrap_base, rebuild=rebuild, say=out.print):
         out.print(f"{result.tag:<28} {'built' if result.built else 'up to date'}")
@@ -395,6 +516,17 @@ def vault_decrypt(
 def schema() -> None:
     """Print the JSON Schema of the site description."""
     sys.stdout.write(schema_text())
+
+
+def _host(site: Site, name: str | None, path: Path) -> Host | None:
+    """The site's host called ``name`` (None for None)."""
+    if name is None:
+        return None
+    for host in site.hosts:
+        if host.name == name:
+            return host
+    known = ", ".join(h.name for h in site.hosts) or "none"
+    raise UserError(f"no host named {name!r} in {path} (hosts: {known})")
 
 
 def _project(site: Path, output: Path | None, state: Path | None) -> engine.Project:

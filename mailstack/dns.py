@@ -154,21 +154,26 @@ def _mail_records(site: Site, view: StateView, entry: DomainEntry, rec: _Rec) ->
         f"DMARC: receivers {_DMARC_ACTIONS[dmarc.policy]} mail from {d} that passes neither aligned SPF "
         "nor aligned DKIM" + (", and send reports" if dmarc_rua(site, dmarc) else "") + " (RFC 7489)",
     )
-    yield rec(
-        f"_mta-sts.{d}",
-        "TXT",
-        f"v=STSv1; id={mta_sts_id(site)}",
-        f"MTA-STS: senders fetch the policy (mode {site.mta_sts.mode}) from "
-        f"https://mta-sts.{d}/.well-known/mta-sts.txt; the id changes with the policy (RFC 8461)",
-    )
-    yield from _cname(site, f"mta-sts.{d}", "MTA-STS: the web host that serves the policy over HTTPS", rec)
+    published = site.network.ports.published()
+    # The web service's names, only where it serves HTTPS (network.ports.https).
+    https = published.get("https")
+    if https is not None:
+        yield rec(
+            f"_mta-sts.{d}",
+            "TXT",
+            f"v=STSv1; id={mta_sts_id(site)}",
+            f"MTA-STS: senders fetch the policy (mode {site.mta_sts.mode}) from "
+            f"https://mta-sts.{d}/.well-known/mta-sts.txt; the id changes with the policy (RFC 8461)",
+        )
+        yield from _cname(
+            site, f"mta-sts.{d}", "MTA-STS: the web host that serves the policy over HTTPS", rec
+        )
     yield rec(
         f"_smtp._tls.{d}",
         "TXT",
         f"v=TLSRPTv1; rua={_mailto(site.admin_email)}",
         f"TLS-RPT: senders report TLS failures delivering to {d} to {site.admin_email} (RFC 8460)",
     )
-    published = site.network.ports.published()
     for label, protocol, implicit in CLIENT_SERVICES:
         port = published.get(protocol)
         if port is None:
@@ -178,14 +183,15 @@ def _mail_records(site: Site, view: StateView, entry: DomainEntry, rec: _Rec) ->
             tls = "implicit TLS" if implicit else "STARTTLS, required before login; less preferred"
             why = f"mail clients find {protocol} ({tls}) of {d} on {host}:{port} (RFC 6186, RFC 8314)"
         yield rec(f"{label}.{d}", "SRV", value, why)
-    yield from _cname(site, f"autoconfig.{d}", "Thunderbird and others fetch autoconfig XML here", rec)
-    yield from _cname(site, f"autodiscover.{d}", "Outlook posts its autodiscover request here", rec)
-    yield rec(
-        f"_autodiscover._tcp.{d}",
-        "SRV",
-        f"0 1 443 {host}.",
-        "Outlook finds the autodiscover service over HTTPS on the mail server",
-    )
+    if https is not None:
+        yield from _cname(site, f"autoconfig.{d}", "Thunderbird and others fetch autoconfig XML here", rec)
+        yield from _cname(site, f"autodiscover.{d}", "Outlook posts its autodiscover request here", rec)
+        yield rec(
+            f"_autodiscover._tcp.{d}",
+            "SRV",
+            f"0 1 {https} {host}.",
+            "Outlook finds the autodiscover service over HTTPS on the mail server",
+        )
     yield from _caa(site, d, rec)
 
 

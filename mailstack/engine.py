@@ -23,6 +23,7 @@ from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render import plan_files
 from mailstack.render.context import STATE_MOUNT
+from mailstack.render.web import web_enabled
 from mailstack.render.writer import Action, Change, diff, with_manifest, write
 from mailstack.site.models import Site
 from mailstack.state import State
@@ -36,6 +37,8 @@ CONFIG_CHECKS: dict[str, tuple[str, str, list[str]]] = {
     "postfix": ("config/postfix", "/etc/postfix", ["postfix", "check"]),
     "dovecot": ("config/dovecot", "/etc/dovecot", ["doveconf", "-n"]),
     "rspamd": ("config/rspamd/local.d", "/etc/rspamd/local.d", ["rspamadm", "configtest"]),
+    # Through the entrypoint, which copies the TLS keys for www-data (nginx -t loads them).
+    "web": ("config/web", "/etc/nginx", ["web-entrypoint", "nginx", "-e", "stderr", "-t"]),
 }
 # How a running service picks up changed files without losing connections.
 RELOAD: dict[str, list[str]] = {
@@ -45,7 +48,16 @@ RELOAD: dict[str, list[str]] = {
     # would mark the container as stopped by hand and void `restart: unless-stopped`.
     "rspamd": ["exec", "-T", "rspamd", "rspamd-reload"],
     "redis": ["restart", "redis"],
+    # Both read config/guard at start only; bans survive on the guard's volume.
+    "guard": ["restart", "guard"],
+    "fence": ["restart", "fence"],
+    # Refreshes the copies of the TLS keys, then `nginx -s reload` as www-data (no CAP_KILL).
+    "web": ["exec", "-T", "web", "web-reload"],
 }
+# Services that read the server certificates: reloaded when the state re-issued one.
+TLS_SERVICES = ("postfix", "dovecot", "web")
+# Where a service's rendered files are, when not in config/<service>/.
+CONFIG_DIRS: dict[str, str] = {"fence": "guard"}
 
 
 class EngineError(UserError):
@@ -128,6 +140,8 @@ def up(
     files = with_manifest(plan_files(project.site, view, project.state_dir, project.out_dir))
     actions = diff(project.out_dir, files)
     changed = {a.path for a in actions if a.change is not Change.UNCHANGED}
+    # A certificate re-issued with more names (same key) is read again on reload.
+    recertified = set(TLS_SERVICES) if any(p.endswith(".crt") for p in state.changes.reissued) else set()
     check_ports(project)
     if changed:
         check_configs(project, actions, say)
@@ -135,7 +149,7 @@ def up(
     write(project.out_dir, actions)
     result.actions = actions
     run_compose_up(project)
-    result.reloaded = reload_changed(project, changed, before, say)
+    result.reloaded = reload_changed(project, changed, before, say, also=recertified)
     wait_healthy(project, timeout, say)
     result.seconds = time.monotonic() - started
     return result
@@ -230,12 +244,16 @@ def run_compose_up(project: Project) -> None:
         )
 
 
-def reload_changed(project: Project, changed: set[str], before: dict[str, str], say: Say) -> list[str]:
-    """Reload services whose files changed and whose container compose kept running."""
+def reload_changed(
+    project: Project, changed: set[str], before: dict[str, str], say: Say, *, also: set[str] | None = None
+) -> list[str]:
+    """Reload services whose files changed (or named in ``also``) and whose container compose
+    kept running."""
     after = container_ids(project)
     reloaded = []
     for service, command in RELOAD.items():
-        touched = any(path.startswith(f"config/{service}/") for path in changed)
+        config_dir = CONFIG_DIRS.get(service, service)
+        touched = any(path.startswith(f"config/{config_dir}/") for path in changed) or service in (also or ())
         if touched and service in before and before.get(service) == after.get(service):
             say(f"reloading {service}")
             run = project.compose(*command)
@@ -256,9 +274,20 @@ def service_states(project: Project) -> dict[str, str]:
     return states
 
 
+def expected_services(site: Site) -> set[str]:
+    """The services of the site's compose project."""
+    ban = site.abuse.auth_ban
+    return (
+        {"postfix", "dovecot", "rspamd", "redis"}
+        | ({"guard"} if ban.enabled else set())
+        | ({"fence"} if ban.enabled and ban.firewall else set())
+        | ({"web"} if web_enabled(site) else set())
+    )
+
+
 def wait_healthy(project: Project, timeout: float, say: Say) -> None:
     deadline = time.monotonic() + timeout
-    expected = {"postfix", "dovecot", "rspamd", "redis"}
+    expected = expected_services(project.site)
     last = ""
     while True:
         states = service_states(project)
@@ -332,6 +361,8 @@ def endpoints(site: Site) -> list[tuple[str, str, str]]:
         "pop3": "STLS",
         "pop3s": "implicit TLS",
         "managesieve": "STARTTLS",
+        "http": "redirect to HTTPS (and ACME challenges)",
+        "https": "TLS: MTA-STS, autoconfig, autodiscover",
     }
     host = site.network.bind[0]
     shown = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104

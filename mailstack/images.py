@@ -22,7 +22,8 @@ from mailstack import __version__
 from mailstack.errors import UserError
 from mailstack.resources import resource_dir
 
-SERVICES = ("postfix", "dovecot", "rspamd", "redis")
+# Images to build; the guard image also runs the fence service.
+SERVICES = ("postfix", "dovecot", "rspamd", "redis", "guard", "web")
 DEFAULT_BASE = "debian:trixie-slim"
 BOOTSTRAP_BASE = "mailstack/base:trixie"
 DIGEST_LABEL = "org.mailstack.context-digest"

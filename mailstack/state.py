@@ -8,9 +8,14 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
     tls/<hostname>/{ecdsa,rsa}.{key,crt}  ECDSA P-256 and RSA-3072 (RSA-2048 in older states)
     tls/<hostname>/next-{ecdsa,rsa}.key   the keys a renewal switches to, pinned in TLSA ahead
     secrets/<name>                    internal service passwords
+    secrets/probe_password            the probe mailbox's password (`mailstack check`)
+    probe/password_hash               its hash, rendered like the site's mailbox hashes
 
 Nothing here is ever replaced: files are created with O_EXCL semantics, and a re-render
-only adds what is missing (a new domain's keys, a certificate for a new hostname).
+only adds what is missing (a new domain's keys, a certificate for a new hostname). The one
+exception is a server certificate whose names no longer cover the site (a new domain needs
+mta-sts/autoconfig/autodiscover.<domain>): it is re-issued for the SAME key, so no key is
+rotated and the TLSA records (which pin the key) stay valid.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailstack.errors import StateError
+from mailstack.passwords import hash_token
 from mailstack.site.models import Site
 
 if TYPE_CHECKING:
@@ -43,6 +49,9 @@ VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 STATE_FORMAT = 1
 SECRET_NAMES = ("rspamd_controller", "redis")
+# The probe mailbox's hash is rendered into Dovecot's users file like every mailbox's hash
+# (those sit in the site file, in git); the password, 144 random bits, stays a secret.
+PROBE_PASSWORD, PROBE_HASH = "secrets/probe_password", "probe/password_hash"
 CA_DAYS = 3650
 # RSA server keys made from now on (BSI TR-02102-2 and internet.nl want 3072 bits or more);
 # keys already in a state directory stay as they are: nothing here is ever rotated.
@@ -80,12 +89,14 @@ class StateView:
     tls_files: dict[str, str]  # role (ca_cert, ecdsa_key, …) → path inside the state directory
     secret_files: dict[str, str]  # secret name → path inside the state directory
     tlsa: tuple[TlsaKey, ...] = ()  # server keys to pin in DNS, in use first, then the next ones
+    probe_hash: str = ""  # the password hash of the probe mailbox (`mailstack check`)
 
 
 @dataclass
 class StateChanges:
     created: list[str] = field(default_factory=list)
     fixed_modes: list[str] = field(default_factory=list)
+    reissued: list[str] = field(default_factory=list)  # certificates re-issued for more names
 
 
 class State:
@@ -102,12 +113,15 @@ class State:
     def ensure(self, site: Site) -> StateView:
         self._check_format(site)
         dkim = tuple(k for d in site.domain_names for k in self._dkim_keys(d))
-        tls_files = self._tls(site.hostname) if site.tls.mode == "selfsigned" else {}
+        tls_files = self._tls(site.hostname, server_names(site)) if site.tls.mode == "selfsigned" else {}
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
         tlsa = self._tlsa(site)
+        probe_hash = self._probe_hash()
         if self.write:
             self._tighten_modes()
-        return StateView(dkim=dkim, tls_files=tls_files, secret_files=secret_files, tlsa=tlsa)
+        return StateView(
+            dkim=dkim, tls_files=tls_files, secret_files=secret_files, tlsa=tlsa, probe_hash=probe_hash
+        )
 
     # -- format -------------------------------------------------------------------------
     def _check_format(self, site: Site) -> None:
@@ -167,7 +181,7 @@ class State:
         return f"{folder}/{max(candidates, key=lambda p: Path(p).name).name}" if candidates else None
 
     # -- TLS --------------------------------------------------------------------------------
-    def _tls(self, hostname: str) -> dict[str, str]:
+    def _tls(self, hostname: str, names: tuple[str, ...]) -> dict[str, str]:
         ca_key = self._key("tls/ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - our own file
         ca_cert = self._cert("tls/ca.crt", lambda: _ca_cert(ca_key, hostname))
@@ -178,7 +192,9 @@ class State:
         ):
             key_path, cert_path = f"tls/{hostname}/{kind}.key", f"tls/{hostname}/{kind}.crt"
             key = self._key(key_path, make)
-            self._cert(cert_path, lambda key=key: _server_cert(key, hostname, ca_key, ca_cert))  # type: ignore[misc]
+            cert = self._cert(cert_path, lambda key=key: _server_cert(key, names, ca_key, ca_cert))  # type: ignore[misc]
+            if not set(names) <= _dns_names(cert) or not _same_key(cert, key):
+                self._reissue(cert_path, _server_cert(key, names, ca_key, ca_cert))
             files[f"{kind}_key"], files[f"{kind}_cert"] = key_path, cert_path
         return files
 
@@ -197,6 +213,17 @@ class State:
         return tuple(pins)
 
     # -- secrets ------------------------------------------------------------------------------
+    def probe_password(self) -> str:
+        """The probe mailbox's password (made with the state, like every other secret)."""
+        return self.read(PROBE_PASSWORD).decode().strip()
+
+    def _probe_hash(self) -> str:
+        # The hash is kept beside the password so that rendering stays byte-identical (a new
+        # hash would carry a new salt every time).
+        self._create(PROBE_PASSWORD, lambda: secrets.token_urlsafe(18).encode() + b"\n")
+        self._create(PROBE_HASH, lambda: hash_token(self.probe_password()).encode() + b"\n")
+        return self.read(PROBE_HASH).decode().strip()
+
     def _secret(self, name: str) -> str:
         relpath = f"secrets/{name}"
         self._create(relpath, lambda: secrets.token_urlsafe(32).encode() + b"\n")
@@ -252,6 +279,26 @@ class State:
         for parent in reversed(target.relative_to(self.root.parent).parents[:-1]):
             (self.root.parent / parent).mkdir(mode=0o700, exist_ok=True)
         _write_new(target, content)
+
+    def _reissue(self, relpath: str, cert: x509.Certificate) -> None:
+        """Replace a certificate (public data) by one for the same key with more names.
+
+        Written in place, keeping the inode: compose binds each secret file into the
+        containers by inode, so a rename would leave them reading the old certificate.
+        """
+        content = cert.public_bytes(serialization.Encoding.PEM)
+        self.changes.reissued.append(relpath)
+        target = self.root / relpath
+        if not self.write:
+            self._pending[relpath] = content
+            return
+        if target.read_bytes().startswith(VAULT_HEADER) and self.vault is not None:
+            content = self.vault.encrypt(content)
+        with target.open("r+b") as handle:
+            handle.write(content)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _tighten_modes(self) -> None:
         for path in [self.root, *sorted(self.root.rglob("*"))]:
@@ -351,21 +398,43 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate
     )
 
 
+def server_names(site: Site) -> tuple[str, ...]:
+    """The names of the server certificates: hostname first (subject CN), then per domain the
+    web service's names (mta-sts, autoconfig, autodiscover), in the site's order."""
+    names = [site.hostname]
+    names += [
+        f"{prefix}.{d}" for d in site.domain_names for prefix in ("mta-sts", "autoconfig", "autodiscover")
+    ]
+    return tuple(dict.fromkeys(names))
+
+
+def _dns_names(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {name.lower() for name in san.get_values_for_type(x509.DNSName)}
+
+
+def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    return _spki_sha256(cert) == _spki_sha256(key)
+
+
 def _server_cert(
-    key: PrivateKey, hostname: str, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+    key: PrivateKey, names: tuple[str, ...], ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
 ) -> x509.Certificate:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raise StateError("server certificates use ECDSA or RSA keys")
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(

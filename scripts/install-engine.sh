@@ -38,7 +38,8 @@ is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^insta
 missing=()
 # rsync and ssh: the controller side of `mailstack deploy` (ansible.posix.synchronize).
 # testssl.sh: the TLS auditor of `mailstack audit` and of the hardening tests.
-for pkg in docker.io debootstrap rsync openssh-client testssl.sh; do
+# iproute2: `ip netns`/veth clients with addresses of their own (integration test_bans).
+for pkg in docker.io debootstrap rsync openssh-client testssl.sh iproute2; do
     if is_installed "$pkg"; then
         say "package $pkg already installed ($(dpkg-query -W -f='${Version}' "$pkg"))"
     else

@@ -8,6 +8,7 @@ from pathlib import Path
 from mailstack.dns import records_json
 from mailstack.render.context import Context, build_context
 from mailstack.render.environment import environment
+from mailstack.render.web import web_files
 from mailstack.render.writer import Action, PlannedFile, diff, with_manifest, write
 from mailstack.resources import resource_dir
 from mailstack.site.models import Site
@@ -51,6 +52,8 @@ def plan_files(site: Site, view: StateView, state_dir: Path, out_dir: Path) -> l
     files = [_render_template(name, context) for name in template_names()]
     # JSON has no comments, so no header; the same bytes as `mailstack dns --format json`.
     files.append(PlannedFile("dns/records.json", records_json(site, view)))
+    # The web service's static answers: one file per domain and per mailbox (render/web.py).
+    files += web_files(site)
     return files
 
 

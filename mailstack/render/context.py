@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import __version__
+from mailstack.render.web import WEB_HTTP_PORT, WEB_HTTPS_PORT, WebSettings, web_settings
 from mailstack.site.fields import format_size, rate_parts
 from mailstack.site.models import Site
 from mailstack.state import StateView
@@ -27,6 +28,8 @@ CONTAINER_PORTS: dict[str, tuple[str, int]] = {
     "pop3": ("dovecot", 110),
     "pop3s": ("dovecot", 995),
     "managesieve": ("dovecot", 4190),
+    "http": ("web", WEB_HTTP_PORT),  # nginx runs as www-data: unprivileged ports inside
+    "https": ("web", WEB_HTTPS_PORT),
 }
 # Ports the services speak to each other on, over the compose networks only (never published).
 INTERNAL_PORTS: dict[str, int] = {
@@ -37,12 +40,21 @@ INTERNAL_PORTS: dict[str, int] = {
     "normal": 11333,  # rspamd normal (scanner) worker
     "controller": 11334,  # rspamd controller (web UI, learning); back network only
     "redis": 6379,
+    "guard": 8425,  # the guard's auth policy API, for dovecot's auth_policy_server_url; back network only
 }
 STATE_MOUNT = "/run/mailstack/state"
 # tmpfs where the rspamd entrypoint puts what its unprivileged workers must read (0400, _rspamd).
 RSPAMD_SECRETS = "/run/rspamd-secrets"
 # tmpfs where the redis entrypoint puts its ACL file (0400, redis).
 REDIS_SECRETS = "/run/redis-secrets"
+# Where the guard image reads config/guard, and where it keeps the bans (its volume).
+GUARD_CONFIG_DIR = "/etc/mailstack-guard"
+GUARD_BANS_FILE = "/var/lib/mailstack-guard/bans.json"
+# The guard's name on the back network alone: the service name would resolve to its address
+# on whichever network Docker's DNS answers first, front included, where it does not listen.
+GUARD_POLICY_HOST = "guard-policy"
+# A banned address gets no connection to these services' published ports (the web's stay open).
+MAIL_SERVICES = ("postfix", "dovecot")
 # Where tls.mode "files" mounts the operator's certificate and key in postfix and dovecot.
 TLS_FILES_DIR = "/run/mailstack/tls"
 
@@ -87,11 +99,36 @@ CONTAINER_CAPS: dict[str, tuple[str, ...]] = {
     # setpriv to it); the daemons themselves run without any capability.
     "rspamd": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
     "redis": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
+    # The guard runs as its own user and needs nothing; the fence (host network namespace)
+    # only changes its own nftables table: NET_ADMIN, as root without any other capability.
+    "guard": (),
+    "fence": ("NET_ADMIN",),
+    # Used by the entrypoint only (read the TLS keys, give copies to www-data, setpriv to it);
+    # nginx itself, master included, runs as www-data without any capability.
+    "web": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
 }
-CONTAINER_MEMORY: dict[str, str] = {"postfix": "512m", "dovecot": "512m", "rspamd": "1g", "redis": "256m"}
-CONTAINER_PIDS: dict[str, int] = {"postfix": 512, "dovecot": 512, "rspamd": 128, "redis": 64}
+CONTAINER_MEMORY: dict[str, str] = {
+    "postfix": "512m",
+    "dovecot": "512m",
+    "rspamd": "1g",
+    "redis": "256m",
+    "guard": "64m",
+    "fence": "64m",
+    "web": "64m",
+}
+CONTAINER_PIDS: dict[str, int] = {
+    "postfix": 512,
+    "dovecot": 512,
+    "rspamd": 128,
+    "redis": 64,
+    "guard": 32,
+    "fence": 16,
+    "web": 32,
+}
 # Redis keeps this much data at most (Rspamd's rate limits, history, Bayes), below its memory limit.
 REDIS_MAXMEMORY = "192mb"
+
+PROBE_QUOTA = "10M"
 
 # Which service reads which secret of the state (compose secrets, mounted one file each).
 SECRET_SERVICES: dict[str, tuple[str, ...]] = {
@@ -180,6 +217,25 @@ class Confinement:
 
 
 @dataclass(frozen=True)
+class AuthBanSettings:
+    """abuse.auth_ban for the guard (guard.toml), the fence (fence.nft) and dovecot."""
+
+    enabled: bool  # the guard runs and dovecot asks it before every login
+    firewall: bool  # the fence runs too (only when enabled)
+    failures: int
+    window: int  # seconds
+    ban: int  # seconds
+    exempt: list[str]  # besides loopback and the front network's gateway (the guard adds those)
+    policy_host: str  # the guard's name on the back network only (a compose network alias)
+    policy_url: str  # dovecot auth_policy_server_url
+    hash_nonce: str  # dovecot auth_policy_hash_nonce (required; see auth_ban_settings)
+    table: str  # the fence's nftables table (family inet)
+    fence_rules: list[str]  # its forward chain's rules
+    config_dir: str
+    bans_file: str
+
+
+@dataclass(frozen=True)
 class RateLimit:
     """An Rspamd ratelimit rule: one bucket per authenticated user it selects."""
 
@@ -221,6 +277,8 @@ class Context:
     rspamd_disabled: dict[str, bool]  # online-only rspamd module → disabled here
     lmtp_user_concurrency: int
     lmtp_concurrency: int
+    auth_ban: AuthBanSettings
+    web: WebSettings
 
     def as_template_vars(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -242,11 +300,11 @@ def build_context(
         message_size_human=format_size(site.limits.message_size),
         mydestination=mydestination(site),
         virtual_domains=[f"{name}\tOK" for name in site.domain_names],
-        virtual_mailboxes=[f"{m.address}\tOK" for m in site.mailboxes],
+        virtual_mailboxes=[f"{m.address}\tOK" for m in site.mailboxes] + [f"{site.probe_address}\tOK"],
         virtual_aliases=virtual_alias_lines(site),
         local_aliases=local_alias_lines(site),
         sender_logins=sender_login_lines(site),
-        dovecot_users=dovecot_user_lines(site),
+        dovecot_users=dovecot_user_lines(site, state.probe_hash),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),
@@ -269,6 +327,8 @@ def build_context(
         rspamd_disabled=rspamd_disabled(offline=offline),
         lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
+        auth_ban=auth_ban_settings(site),
+        web=web_settings(site, [(p.cert, p.key) for p in pairs], web_tls_protocols(site)),
     )
 
 
@@ -330,14 +390,14 @@ def local_alias_lines(site: Site) -> list[str]:
 
 def sender_login_lines(site: Site) -> list[str]:
     """smtpd_sender_login_maps: each address → the logins that may send as it."""
-    owners: dict[str, list[str]] = {}
+    owners: dict[str, list[str]] = {site.probe_address: [site.probe_address]}
     for m in site.mailboxes:
         for address in (m.address, *m.send_as):
             owners.setdefault(address, []).append(m.address)
     return [f"{address}\t{','.join(logins)}" for address, logins in sorted(owners.items())]
 
 
-def dovecot_user_lines(site: Site) -> list[str]:
+def dovecot_user_lines(site: Site, probe_hash: str) -> list[str]:
     """passwd-file lines: user:password:uid:gid:gecos:home:shell:extra fields.
 
     uid, gid and home come from mail_uid, mail_gid and mail_home in dovecot.conf. The quota
@@ -348,6 +408,8 @@ def dovecot_user_lines(site: Site) -> list[str]:
     for m in site.mailboxes:
         extra = f"userdb_quota_storage_size={m.quota}" if m.quota is not None else ""
         lines.append(f"{m.address}:{m.password_hash}::::::{extra}")
+    # The probe mailbox holds at most a few probe messages, each deleted by the check that sent it.
+    lines.append(f"{site.probe_address}:{probe_hash}::::::userdb_quota_storage_size={PROBE_QUOTA}")
     return lines
 
 
@@ -415,6 +477,12 @@ def tls_policy(site: Site) -> TlsPolicy:
     )
 
 
+def web_tls_protocols(site: Site) -> str:
+    """nginx ssl_protocols: TLS 1.2 and 1.3, or 1.3 only with tls.profile modern (as 465, 993, …)."""
+    minimum = TLS_PROFILE_MIN_VERSION[site.tls.profile]
+    return "TLSv1.3" if minimum == "TLSv1.3" else "TLSv1.2 TLSv1.3"
+
+
 def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, list[Secret]]:
     """Each service's files from the state, one compose secret per file, mounted exactly where
     its configuration expects them (the paths the whole state mount used to provide).
@@ -435,6 +503,7 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
             if role != "ca_cert"
         ]
     out: dict[str, list[Secret]] = {"postfix": list(tls), "dovecot": list(tls), "rspamd": [], "redis": []}
+    out["web"] = list(tls)
     for key in state.dkim:
         out["rspamd"].append(
             Secret(
@@ -483,3 +552,60 @@ def _rate_rule(name: str, selector: str, rate: str) -> RateLimit:
 def rspamd_disabled(*, offline: bool) -> dict[str, bool]:
     """Each module that needs the internet → whether to switch it off (all of them offline)."""
     return dict.fromkeys(RSPAMD_ONLINE_MODULES, offline)
+
+
+def auth_ban_settings(site: Site) -> AuthBanSettings:
+    ban = site.abuse.auth_ban
+    return AuthBanSettings(
+        enabled=ban.enabled,
+        firewall=ban.enabled and ban.firewall,
+        failures=ban.failures,
+        window=ban.window,
+        ban=ban.ban,
+        exempt=list(ban.exempt),
+        policy_host=GUARD_POLICY_HOST,
+        policy_url=f"http://{GUARD_POLICY_HOST}:{INTERNAL_PORTS['guard']}/",
+        # Dovecot refuses a policy server without a nonce. It salts the password hash it sends
+        # (auth_policy_hash_truncate keeps 12 bits of it): the guard only tells attempts apart
+        # by it and never learns anything about a password, so the nonce needs no secrecy.
+        hash_nonce=f"mailstack-{site.site}",
+        table=fence_table(site),
+        fence_rules=fence_rules(site),
+        config_dir=GUARD_CONFIG_DIR,
+        bans_file=GUARD_BANS_FILE,
+    )
+
+
+def fence_table(site: Site) -> str:
+    """The fence's nftables table: one per site, so that sites on one host never meet."""
+    return "mailstack_" + site.site.replace("-", "_")
+
+
+def fence_rules(site: Site) -> list[str]:
+    """Rules of the fence's forward chain: a banned source's TCP connections to the site's
+    published mail ports (the host port before Docker's DNAT: ct original) are reset.
+
+    One rule per address family the ports are published on; a specific bind address is
+    matched too, so another site on the same port but another address is not affected.
+    """
+    ports = sorted(
+        {
+            port
+            for protocol, port in site.network.ports.published().items()
+            if CONTAINER_PORTS[protocol][0] in MAIL_SERVICES
+        }
+    )
+    if not ports:
+        return []
+    port_set = ", ".join(str(port) for port in ports)
+    rules = []
+    for version, family, banned, wildcard in ((4, "ip", "banned4", "0.0.0.0"), (6, "ip6", "banned6", "::")):  # noqa: S104
+        addresses = [a for a in site.network.bind if ipaddress.ip_address(a).version == version]
+        if not addresses:
+            continue
+        daddr = "" if wildcard in addresses else f"ct original {family} daddr {{ {', '.join(addresses)} }} "
+        rules.append(
+            f"{family} saddr @{banned} {daddr}meta l4proto tcp ct original proto-dst {{ {port_set} }} "
+            "reject with tcp reset"
+        )
+    return rules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from xml.sax.saxutils import escape
 
 import jinja2
 
@@ -32,4 +33,6 @@ def environment() -> jinja2.Environment:
     env.globals["mailstack_version"] = __version__
     # YAML and JSON scalars are quoted through JSON, which both formats read.
     env.filters["quote"] = lambda value: json.dumps(value, ensure_ascii=False)
+    # Text and attribute values in XML files (autoconfig, autodiscover, Apple profiles).
+    env.filters["xml"] = lambda value: escape(str(value), {'"': "&quot;"})
     return env

@@ -171,6 +171,36 @@ def parse_rate(value: Any) -> str:
     )
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> int:
+    """``10m`` → 600: a time in seconds, with an ``s``, ``m``, ``h`` or ``d`` suffix (or none: seconds)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = int(match.group(1)) * _PERIOD_SECONDS[(match.group(2) or "s").lower()]
+    else:
+        raise ValueError(f"expected a duration such as 90s, 10m, 1h or 2d, got {value!r}")
+    if seconds < 1:
+        raise ValueError(f"a duration must be at least 1s, got {value!r}")
+    return seconds
+
+
+def parse_network(value: Any) -> str:
+    """An IPv4 or IPv6 network in CIDR form (``192.0.2.0/24``); a bare address is a /32 or /128."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address or network such as 192.0.2.0/24, got {value!r}")
+    try:
+        return str(ipaddress.ip_network(value.strip()))
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or network ({exc})") from None
+        raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+
+
 def rate_parts(rate: str) -> tuple[int, str]:
     """A normalised rate → (count, period): ``100/1h`` → (100, ``1h``)."""
     count, _, period = rate.partition("/")
@@ -199,6 +229,26 @@ Rate = Annotated[
             "pattern": r"^\s*\d+\s*/\s*\d*\s*[smhdSMHD]\s*$",
             "description": "A count per period: 100/1h, 1000/1d, 10/5m.",
         }
+    ),
+]
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+\s*[smhdSMHD]?\s*$"},
+                {"type": "integer", "minimum": 1},
+            ],
+            "description": "A time in seconds, or with an s, m, h or d suffix: 90s, 10m, 1h, 2d.",
+        }
+    ),
+]
+IPNetwork = Annotated[
+    str,
+    BeforeValidator(parse_network),
+    WithJsonSchema(
+        {"type": "string", "description": "An IPv4 or IPv6 address or network: 192.0.2.0/24, 2001:db8::/32."}
     ),
 ]
 Domain = Annotated[

@@ -16,8 +16,10 @@ from mailstack.site.fields import (
     Address,
     Addresses,
     Domain,
+    Duration,
     HostAddress,
     IPAddresses,
+    IPNetwork,
     PasswordHash,
     Rate,
     Size,
@@ -32,6 +34,9 @@ class Model(BaseModel):
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+# `mailstack check` keeps a mailbox of its own, <this>@<first domain>, for its round trips.
+PROBE_LOCAL_PART = "mailstack-probe"
+
 STANDARD_PORTS: dict[str, int] = {
     "smtp": 25,
     "submission": 587,
@@ -41,6 +46,10 @@ STANDARD_PORTS: dict[str, int] = {
     "pop3": 110,
     "pop3s": 995,
     "managesieve": 4190,
+    # The web service (nginx): MTA-STS policy, autoconfig, autodiscover, Apple profiles over
+    # HTTPS; plain HTTP only redirects (and serves ACME HTTP-01 challenges).
+    "http": 80,
+    "https": 443,
 }
 
 
@@ -55,6 +64,10 @@ class Ports(Model):
     pop3: Port | None = None
     pop3s: Port | None = None
     managesieve: Port | None = None
+    http: Port | None = Field(default=None, description="Web service: redirects to HTTPS, ACME challenges.")
+    https: Port | None = Field(
+        default=None, description="Web service: MTA-STS policy, autoconfig, autodiscover, Apple profiles."
+    )
 
     def published(self) -> dict[str, int]:
         """Protocol → host port, for the protocols that are published, in a fixed order."""
@@ -131,8 +144,44 @@ Dnsbl = Annotated[
 ]
 
 
+class AuthBan(Model):
+    """Bans of client addresses after repeated failed logins (guard and fence services).
+
+    Dovecot's auth service (IMAP, POP3, ManageSieve, and SMTP AUTH on 587/465 through
+    Postfix's SASL) reports every login to the guard. An address with `failures` failed
+    logins (distinct passwords or user names) within `window` is banned for `ban`: every
+    login from it is refused, and with `firewall` its connections to the published ports are
+    reset on the host. Loopback and Docker's proxy address are never banned.
+    """
+
+    enabled: bool = Field(default=True, description="Ban addresses after repeated failed logins.")
+    failures: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed logins (distinct passwords or user names) from one address that ban it.",
+    )
+    window: Duration = Field(default=600, le=86400, description="… counted within this time (at most 1d).")
+    ban: Duration = Field(default=3600, le=30 * 86400, description="How long a ban lasts (at most 30d).")
+    exempt: tuple[IPNetwork, ...] = Field(
+        default=(),
+        description=(
+            "Addresses and networks that are never banned (monitoring, an office's NAT). Loopback "
+            "and the Docker gateway that local clients come from are always exempt."
+        ),
+    )
+    firewall: bool = Field(
+        default=True,
+        description=(
+            "Also reset a banned address's connections to every published port, with an nftables "
+            "table on the host (the fence service: host network, CAP_NET_ADMIN). false: only its "
+            "logins are refused."
+        ),
+    )
+
+
 class Abuse(Model):
-    """Screening of clients on port 25 before they reach smtpd."""
+    """Screening of clients on port 25 before they reach smtpd, and bans after failed logins."""
 
     dnsbl: tuple[Dnsbl, ...] = Field(
         default=(),
@@ -144,6 +193,7 @@ class Abuse(Model):
     dnsbl_threshold: int = Field(
         default=3, ge=1, description="Sum of DNSBL weights at which postscreen rejects a client."
     )
+    auth_ban: AuthBan = Field(default_factory=AuthBan)
 
 
 Spf = Annotated[
@@ -268,6 +318,11 @@ class Site(Model):
     def domain_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.domains)
 
+    @property
+    def probe_address(self) -> str:
+        """The mailbox `mailstack check` sends to and reads from; its password is in the state."""
+        return f"{PROBE_LOCAL_PART}@{self.domains[0].name}"
+
     def check_rules(self) -> Iterator[tuple[Loc, str]]:
         """Yield (field path, message) for every cross-field rule the site breaks."""
         duplicates = list(self._duplicates())
@@ -278,6 +333,18 @@ class Site(Model):
             yield from self._alias_loops()
         yield from self._port_clashes()
         yield from self._size_against_quota()
+        yield from self._exempt_everyone()
+        yield from self._probe_address_taken()
+
+    def _probe_address_taken(self) -> Iterator[tuple[Loc, str]]:
+        taken = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]
+        taken += [("aliases", i, a.address) for i, a in enumerate(self.aliases)]
+        for section, i, address in taken:
+            if address == self.probe_address:
+                yield (
+                    (section, i, "address"),
+                    f"{address} is reserved for the probe mailbox of `mailstack check`",
+                )
 
     def _duplicates(self) -> Iterator[tuple[Loc, str]]:
         seen_domains: dict[str, int] = {}
@@ -373,6 +440,15 @@ class Site(Model):
                     f"quota ({smallest} bytes, {address}); such a message could never be delivered"
                 ),
             )
+
+    def _exempt_everyone(self) -> Iterator[tuple[Loc, str]]:
+        for i, network in enumerate(self.abuse.auth_ban.exempt):
+            if network.endswith("/0"):
+                yield (
+                    ("abuse", "auth_ban", "exempt", i),
+                    f"{network} covers every address, so nobody would ever be banned; "
+                    "set abuse.auth_ban.enabled: false instead",
+                )
 
 
 def _find_cycle(start: str, graph: dict[str, list[str]]) -> list[str] | None:

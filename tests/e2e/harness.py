@@ -32,8 +32,9 @@ LABEL = "org.mailstack.e2e-server"
 #: SMTP, submissions, submission, IMAP, IMAPS, POP3, POP3S, ManageSieve.
 MAIL_PORTS = (25, 465, 587, 143, 993, 110, 995, 4190)
 READY_TIMEOUT = 90.0
-#: Always in the image's apt cache, whatever the roles' defaults say.
-PREFETCH_ALWAYS = ("docker.io", "docker-compose")
+#: Always in the image's apt cache, whatever the roles' defaults say (lynis: the hardening
+#: tests install it on a deployed server).
+PREFETCH_ALWAYS = ("docker.io", "docker-compose", "lynis")
 #: Options for every SSH connection to a server. Each server makes new host keys on the
 #: same 127.0.0.1 with ports that get reused, so host keys are neither checked nor kept.
 SSH_OPTIONS = (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import sys
 import time
@@ -21,10 +20,12 @@ import pytest
 from ruamel.yaml import YAML
 
 from mailstack import engine
+from mailstack.audit.portscan import free_local_ports
 from mailstack.errors import UserError
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
-from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, free_ports, wait_until
+from tests.integration.netns import ClientNets
+from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_until
 
 UP_TIMEOUT = 240.0
 # Modules that must run first (the health check) and last (they stop, restart and re-render).
@@ -117,30 +118,46 @@ def only_time_wait(site: Site, port: int) -> bool:
             return False
 
 
-def unique_site_copy(source: Path, target: Path) -> None:
+def site_copy(source: Path, target: Path, *, bind: list[str], unique: bool = True) -> None:
+    """The fixture site, listening on ``bind``; with ``unique``, under an id and ports of its own."""
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)  # the fixture's own layout; tests edit it as text
     data = yaml.load(source.read_text(encoding="utf-8"))
-    data["site"] = f"{data['site']}-{secrets.token_hex(3)}"
-    ports = data["network"]["ports"]
-    for name, port in zip(list(ports), free_ports(len(ports)), strict=True):
-        ports[name] = port
+    data["network"]["bind"] = bind
+    if unique:
+        data["site"] = f"{data['site']}-{secrets.token_hex(3)}"
+        ports = data["network"]["ports"]
+        for name, port in zip(list(ports), free_local_ports(len(ports)), strict=True):
+            ports[name] = port
     with target.open("w", encoding="utf-8") as handle:
         yaml.dump(data, handle)
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def client_nets() -> Iterator[ClientNets]:
+    """Two network namespaces with addresses of their own (see netns.py), for the tests that
+    need a client that is not 127.0.0.1 (test_bans). The session stack also listens on the
+    host side of the first one."""
+    nets = ClientNets.create()
+    try:
+        yield nets
+    finally:
+        if os.environ.get("MAILSTACK_ITEST_KEEP") != "1":
+            nets.remove()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, client_nets: ClientNets) -> Iterator[Stack]:
     fixed = os.environ.get("MAILSTACK_ITEST_DIR")
     keep = os.environ.get("MAILSTACK_ITEST_KEEP") == "1"
     base = Path(fixed) if fixed else tmp_path_factory.mktemp("itest")
     base.mkdir(parents=True, exist_ok=True)
     site_path = base / "site.yaml"
-    if fixed:
-        shutil.copy(SITE_FIXTURE, site_path)
-    else:
-        # A site id and ports of its own, so that two runs on one engine never meet.
-        unique_site_copy(SITE_FIXTURE, site_path)
+    # 127.0.0.1 first (every test's default), then the address the namespace clients dial.
+    bind = ["127.0.0.1", client_nets.a.host_ip]
+    # Without MAILSTACK_ITEST_DIR: a site id and ports of its own, so that two runs on one
+    # engine never meet.
+    site_copy(SITE_FIXTURE, site_path, bind=bind, unique=not fixed)
     if not fixed:
         # A project of this name left over from an aborted run holds old mail: remove it.
         leftover = engine.Project(site=load_site(site_path), out_dir=base / "build", state_dir=base / "state")

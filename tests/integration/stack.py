@@ -16,7 +16,6 @@ import poplib
 import re
 import secrets
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
@@ -59,7 +58,8 @@ EXTERNAL_SENDER = "someone@sender-itest.test"
 EXTERNAL_RCPT = "victim@elsewhere-itest.invalid"
 CLIENT_HELO = "mx.sender-itest.test"
 
-SERVICES = ("postfix", "dovecot", "rspamd", "redis")
+# The fixture site bans addresses after failed logins (abuse.auth_ban): guard and fence run too.
+SERVICES = ("postfix", "dovecot", "rspamd", "redis", "guard", "fence", "web")
 # Observations worth reading in the run summary (printed by conftest.pytest_terminal_summary).
 NOTES: list[str] = []
 SMTP_TIMEOUT = 30.0
@@ -449,15 +449,3 @@ def _is_postscreen_tempfail(exc: smtplib.SMTPException) -> bool:
 
 # Active stacks, so a failing test can print their logs (see conftest.pytest_runtest_makereport).
 ACTIVE: list[Stack] = []
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (the OS picks them; held together so they differ)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()

@@ -15,12 +15,17 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mailstack.audit.smtp import PRODUCT_NAMES
+from mailstack.audit.tls import STARTTLS, TLS12_GOOD, TLS13_GOOD, ScanResult, TlsPort, s_client
 from mailstack.images import image_tag
 from mailstack.render.context import CONTAINER_CAPS, CONTAINER_MEMORY, CONTAINER_PIDS
 from tests.integration.side_stack import SideStack
@@ -35,33 +40,18 @@ from tests.integration.stack import (
     smtp_auth,
     token,
 )
-from tests.integration.tlsaudit import ScanResult, TlsPort, run_testssl, s_client
 
 pytestmark = pytest.mark.integration
 
-# How each published port starts TLS.
-STARTTLS: dict[str, str | None] = {
-    "smtp": "smtp",
-    "submission": "smtp",
-    "submissions": None,
-    "imap": "imap",
-    "imaps": None,
-    "pop3": "pop3",
-    "pop3s": None,
-    "managesieve": "sieve",
-}
-CLIENT_PROTOCOLS = ("submission", "submissions", "imap", "imaps", "pop3", "pop3s", "managesieve")
-# TLS 1.2: ECDHE key exchange and AEAD ciphers only; TLS 1.3: its AEAD suites.
-TLS12_GOOD = re.compile(r"^ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)$")
-TLS13_GOOD = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
-PRODUCT_NAMES = re.compile(r"postfix|dovecot|pigeonhole|debian|ubuntu|rspamd|redis|openssl", re.I)
+CLIENT_PROTOCOLS = ("submission", "submissions", "imap", "imaps", "pop3", "pop3s", "managesieve", "https")
+
 # The rate-limited mailbox of the fixture site (send_rate 2/1h).
 FRANK = "frank@itest.example"
 FRANK_PASSWORD = "Fränk-limit-6"
 
 
 def tls_ports(stack: Stack) -> list[TlsPort]:
-    return [TlsPort(name, port, STARTTLS[name]) for name, port in stack.ports.items()]
+    return [TlsPort(name, port, STARTTLS[name]) for name, port in stack.ports.items() if name in STARTTLS]
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -88,37 +78,100 @@ def modern(side: SideStack) -> Stack:
     return stack
 
 
+@dataclass(frozen=True)
+class Audit:
+    returncode: int
+    output: str
+    report: dict[str, Any]
+
+    def items(self) -> dict[str, dict[str, str]]:
+        return {item["id"]: item for item in self.report["items"]}
+
+
 @pytest.fixture(scope="module")
-def testssl(stack: Stack, side: SideStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ScanResult]:
-    """testssl.sh on every TLS port of the session stack, four ports at a time; then the
-    side stack starts in the background, while the lighter tests of this module run."""
+def audit(stack: Stack, side: SideStack, tmp_path_factory: pytest.TempPathFactory) -> Audit:
+    """`mailstack audit` of the session stack, as an admin runs it (testssl.sh on every TLS
+    port, four at a time); then the side stack starts in the background, while the lighter
+    tests of this module run."""
     assert stack.up_error is None, f"mailstack up failed: {stack.up_error}"
+    report_dir = tmp_path_factory.mktemp("audit")
     started = time.monotonic()
+    command = [str(Path(sys.executable).with_name("mailstack")), "audit", str(stack.site_path)]
+    command += ["-o", str(stack.out_dir), "--state", str(stack.state_dir), "--report", str(report_dir)]
     try:
-        results = run_testssl(tls_ports(stack), stack.host, tmp_path_factory.mktemp("testssl"), parallel=4)
-    except FileNotFoundError as exc:
-        pytest.fail(f"{exc}: `apt-get install testssl.sh`")
+        run = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     finally:
         side.start()
-    stack.notes.append(f"testssl.sh on {len(results)} ports took {time.monotonic() - started:.0f}s")
-    for r in results:
+    output = run.stdout + run.stderr
+    assert (report_dir / "audit.json").exists(), f"mailstack audit wrote no report:\n{output[-3000:]}"
+    assert (report_dir / "audit.md").read_text().startswith("# mailstack audit: ")
+    result = Audit(run.returncode, output, json.loads((report_dir / "audit.json").read_text()))
+    stack.notes.append(f"mailstack audit took {time.monotonic() - started:.0f}s: {result.report['counts']}")
+    for protocol in STARTTLS:
+        r = testssl_result(result, protocol)
         stack.notes.append(
-            f"testssl {r.port.name:<11} {r.port.port}: TLS1.2 {r.finding('TLS1_2')}, "
+            f"testssl {protocol:<11} {r.port.port}: TLS1.2 {r.finding('TLS1_2')}, "
             f"TLS1.3 {r.finding('TLS1_3')}, order {r.finding('cipher_order')}, "
             f"PFS {r.finding('PFS')}, curves {r.finding('PFS_ECDHE_curves')}, "
-            f"ciphers 1.2 [{r.finding('cipherorder_TLSv1_2')}] ({r.seconds:.0f}s)"
+            f"ciphers 1.2 [{r.finding('cipherorder_TLSv1_2')}]"
         )
-    return {r.port.name: r for r in results}
+    return result
+
+
+def testssl_result(audit: Audit, protocol: str) -> ScanResult:
+    findings = audit.report["evidence"].get(f"testssl/{protocol}")
+    assert findings, f"the audit report has no testssl findings for {protocol}:\n{audit.output[-3000:]}"
+    return ScanResult(TlsPort(protocol, 0, STARTTLS[protocol]), findings, 0.0, audit.output[-2000:])
+
+
+def test_mailstack_audit_passes_and_reports_every_item(audit: Audit, stack: Stack) -> None:
+    items = audit.items()
+    expected = [
+        f"tls.{check}.{protocol}"
+        for protocol in STARTTLS
+        for check in (
+            "protocols",
+            "ciphers",
+            "forward_secrecy",
+            "cipher_order",
+            "compression",
+            "renegotiation",
+            "sha1_signatures",
+            "certificates",
+        )
+    ]
+    expected += ["smtp.banner", "smtp.vrfy", "smtp.relay", "smtp.bare_newline", "smtp.pregreet"]
+    expected += ["smtp.client_limits", "smtp.send_rate"]
+    expected += [
+        f"container.{service}.{check}"
+        for service in SERVICES
+        for check in (
+            "capabilities",
+            "no_new_privileges",
+            "read_only",
+            "limits",
+            "healthcheck",
+            "environment",
+        )
+    ]
+    expected += ["container.rspamd.internal_only", "container.redis.internal_only"]
+    host_items = ["host.ssh_audit", "host.firewall", "host.lynis", "host.ports"]
+    missing = [item for item in [*expected, *host_items] if item not in items]
+    assert not missing, f"the audit report lacks {missing}"
+    # The host's items need a deployment (`--host`); a local audit lists them as skipped.
+    assert {items[i]["status"] for i in host_items} == {"skip"}
+    failed = {k: v["detail"] for k, v in items.items() if v["status"] != "pass" and k not in host_items}
+    assert not failed, f"audit items that did not pass: {json.dumps(failed, indent=1)}"
+    assert audit.returncode == 0, audit.output[-3000:]
+    assert audit.report["ok"] is True
 
 
 # --- 1. TLS on every port ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("protocol", list(STARTTLS))
-def test_testssl_finds_only_tls12_13_with_ecdhe_aead_in_server_order(
-    testssl: dict[str, ScanResult], protocol: str
-) -> None:
-    result = testssl[protocol]
+def test_testssl_finds_only_tls12_13_with_ecdhe_aead_in_server_order(audit: Audit, protocol: str) -> None:
+    result = testssl_result(audit, protocol)
     ok = result.finding
     detail = f"\n{protocol}: {json.dumps(result.severities(), indent=1)}\n{result.output[-2000:]}"
     for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack import engine, render
+from mailstack.audit.portscan import free_local_ports
 from mailstack.cli import app
 from mailstack.render.writer import PlannedFile
 from mailstack.site.loader import load_site
@@ -29,7 +30,6 @@ from tests.integration.stack import (
     SITE_FIXTURE,
     Stack,
     WaitTimeoutError,
-    free_ports,
     make_message,
     smtp_auth,
     token,
@@ -69,6 +69,7 @@ BROKEN = {
     "postfix": ("config/postfix/main.cf", b"this line is not a postfix parameter\n"),
     "dovecot": ("config/dovecot/dovecot.conf", b"itest_no_such_setting = yes\n"),
     "rspamd": ("config/rspamd/local.d/actions.conf", b"reject = {{{ itest: not UCL ;;;\n"),
+    "web": ("config/web/nginx.conf", b"itest_no_such_directive on;\n"),
 }
 
 
@@ -118,7 +119,7 @@ def test_config_a_daemon_rejects_is_refused_before_anything_restarts(
 def second_site(tmp_path: Path) -> Iterator[engine.Project]:
     """A copy of the site with another id and other ports; whatever it starts is removed."""
     text = re.sub(r"^site: itest$", "site: itest-ports", SITE_FIXTURE.read_text(), flags=re.M)
-    ports = iter(free_ports(8))
+    ports = iter(free_local_ports(len(STANDARD_PORTS)))
     protocols = "|".join(STANDARD_PORTS)
     text = re.sub(
         rf"^(    (?:{protocols})): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M

@@ -141,6 +141,7 @@ def test_sender_logins_list_every_owner_of_an_address() -> None:
     assert sender_login_lines(site()) == [
         "admin@ctx.example\tadmin@ctx.example",
         "carol@shop.example\tcarol@shop.example",
+        "mailstack-probe@ctx.example\tmailstack-probe@ctx.example",
         "sales@shop.example\tadmin@ctx.example",
         "team@ctx.example\tadmin@ctx.example,user@ctx.example",
         "user@ctx.example\tuser@ctx.example",
@@ -148,10 +149,11 @@ def test_sender_logins_list_every_owner_of_an_address() -> None:
 
 
 def test_dovecot_users_carry_the_quota_in_bytes_with_the_userdb_prefix() -> None:
-    assert dovecot_user_lines(site()) == [
+    assert dovecot_user_lines(site(), "{ARGON2ID}probe") == [
         f"admin@ctx.example:{HASH}::::::userdb_quota_storage_size=1073741824",
         f"user@ctx.example:{HASH}::::::",
         f"carol@shop.example:{HASH}::::::userdb_quota_storage_size=1048576",
+        "mailstack-probe@ctx.example:{ARGON2ID}probe::::::userdb_quota_storage_size=10M",
     ]
 
 
@@ -219,6 +221,7 @@ def test_context_ties_it_together(tmp_path: Path) -> None:
         "admin@ctx.example\tOK",
         "user@ctx.example\tOK",
         "carol@shop.example\tOK",
+        "mailstack-probe@ctx.example\tOK",  # the probe mailbox of `mailstack check`
     ]
     # Postfix delivers to one mailbox less often at once than Dovecot allows (no 451s).
     assert context.lmtp_concurrency < context.lmtp_user_concurrency
@@ -237,7 +240,8 @@ def test_each_service_gets_only_its_own_files_of_the_state_where_its_config_look
             ("rsa_key", "rsa.key"),
         )
     ]
-    assert secrets["postfix"] == secrets["dovecot"] == tls  # never the CA's key or certificate
+    # Never the CA's key or certificate.
+    assert secrets["postfix"] == secrets["dovecot"] == secrets["web"] == tls
     redis = Secret("redis", "../state/secrets/redis", f"{STATE_MOUNT}/secrets/redis")
     assert secrets["redis"] == [redis]
     assert secrets["rspamd"] == [

@@ -69,6 +69,13 @@ def test_only_kept_containers_with_changed_files_are_reloaded(
     before = {"postfix": "a", "dovecot": "old", "rspamd": "c"}
     assert engine.reload_changed(project, changed, before, say=lambda _m: None) == ["postfix"]
     assert calls == [tuple(engine.RELOAD["postfix"])]
+    # A re-issued certificate reloads the TLS services that kept their container.
+    calls.clear()
+    kept = {"postfix": "a", "rspamd": "c", "web": "w"}
+    monkeypatch.setattr(engine, "container_ids", lambda _p: kept)
+    reloaded = engine.reload_changed(project, set(), kept, say=lambda _m: None, also=set(engine.TLS_SERVICES))
+    assert reloaded == ["postfix", "web"]
+    assert calls == [tuple(engine.RELOAD["postfix"]), tuple(engine.RELOAD["web"])]
 
 
 def test_endpoints_name_every_published_port(project: engine.Project) -> None:

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from typer.testing import CliRunner
 
 from mailstack.cli import app
@@ -119,7 +120,10 @@ def test_hand_edit_is_reported_and_replaced(site_dir: Path) -> None:
 def test_every_file_has_the_header_where_comments_exist(site_dir: Path) -> None:
     cli_render(site_dir)
     for name, content in tree(site_dir / "build" / "acme").items():
-        if name.endswith(".json"):
+        if name.endswith((".json", "/mta-sts.txt")):  # neither format has comments
+            continue
+        if name.endswith((".xml", ".mobileconfig")):  # after the XML declaration (and DOCTYPE)
+            assert f"<!-- {HEADER} -->" in content.decode().splitlines()[1:3], name
             continue
         assert content.decode().splitlines()[0] == f"# {HEADER}", name
 
@@ -159,7 +163,16 @@ def test_new_domain_adds_keys_without_touching_existing_ones(site_dir: Path) -> 
     )
     cli_render(site_dir)
     now = tree(state)
-    assert all(now[name] == content for name, content in kept.items())
+    # Only the server certificates change: re-issued for the same keys with the new
+    # domain's web names (mta-sts, autoconfig, autodiscover).
+    certs = {name for name in kept if name.startswith("tls/mail.acme.example/") and name.endswith(".crt")}
+    assert len(certs) == 2
+    assert all(now[name] == content for name, content in kept.items() if name not in certs)
+    for name in certs:
+        old, new = (x509.load_pem_x509_certificate(t[name]) for t in (kept, now))
+        assert old.public_key() == new.public_key()
+        names = new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "mta-sts.acme-new.example" in names.get_values_for_type(x509.DNSName)
     assert any(name.startswith("dkim/acme-new.example/") for name in now)
 
 

@@ -1,4 +1,5 @@
-"""TLS audit helpers for the hardening tests: testssl.sh runs in parallel, and openssl s_client.
+"""TLS audit: testssl.sh on every TLS port (in parallel), and openssl s_client for what
+testssl 3.0 does not check (SHA-1 signature algorithms, both certificate types).
 
 testssl.sh 3.0 (Debian's package) speaks STARTTLS for SMTP, IMAP and POP3 but not for
 ManageSieve; `SieveUnwrapper` does the ManageSieve STARTTLS exchange itself and passes
@@ -8,6 +9,7 @@ the TLS bytes through, so testssl sees a plain TLS port.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,10 +20,37 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstack.audit.report import Item
+
 # The testssl.sh checks the hardening tests assert on: protocols (-p), cipher categories
 # (-s), forward secrecy (-f), server preferences (-P), renegotiation (-R), compression (-C).
 TESTSSL_CHECKS = ("-p", "-s", "-f", "-P", "-R", "-C")
 TESTSSL_TIMEOUT = 240.0
+
+# How each published port starts TLS.
+STARTTLS: dict[str, str | None] = {
+    "smtp": "smtp",
+    "submission": "smtp",
+    "submissions": None,
+    "imap": "imap",
+    "imaps": None,
+    "pop3": "pop3",
+    "pop3s": None,
+    "managesieve": "sieve",
+    "https": None,  # the web service; plain http only redirects and is not audited for TLS
+}
+# TLS 1.2: ECDHE key exchange and AEAD ciphers only; TLS 1.3: its AEAD suites.
+TLS12_GOOD = re.compile(r"^ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)$")
+TLS13_GOOD = frozenset({"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"})
+WEAK_CIPHER_CLASSES = ("NULL", "aNULL", "EXPORT", "LOW", "3DES_IDEA", "AVERAGE")  # AVERAGE: CBC
+SRC_VERSIONS = "RFC 8996; RFC 9325; Mozilla server-side TLS; BSI TR-02102-2"
+SRC_CIPHERS = "Mozilla server-side TLS 6.0 intermediate; internet.nl tls_ciphers; BSI TR-02102-2"
+SRC_PFS = "BSI TR-02102-2 (forward secrecy); internet.nl tls_keyexchange"
+SRC_ORDER = "internet.nl tls_cipherorder (NCSC-NL TLS guidelines)"
+SRC_COMPRESSION = "internet.nl tls_compress; RFC 9325 3.3 (CRIME)"
+SRC_RENEGOTIATION = "internet.nl tls_secreneg and tls_clientreneg; RFC 5746"
+SRC_SIGALGS = "internet.nl tls_keyexchangehash (no SHA-1/SHA-224); RFC 9155"
+SRC_CERTS = "Mozilla server-side TLS (ECDSA and RSA); BSI TR-02102-2 (RSA >= 3000 bits)"
 
 
 @dataclass(frozen=True)
@@ -225,3 +254,116 @@ def s_client(
     output = run.stdout + run.stderr
     cipher = next((line for line in output.splitlines() if "Cipher is" in line), "")
     return run.returncode == 0 and "(NONE)" not in cipher and bool(cipher), output
+
+
+def scan_items(result: ScanResult) -> list[Item]:
+    """The findings of one port's testssl.sh run, as audit items."""
+    name, ok = result.port.name, result.finding
+    tls12, tls13 = ok("cipherorder_TLSv1_2").split(), ok("cipherorder_TLSv1_3").split()
+    old = {p: ok(p) for p in ("SSLv2", "SSLv3", "TLS1", "TLS1_1")}
+    weak = {c: ok(f"cipherlist_{c}") for c in WEAK_CIPHER_CLASSES}
+    bad12 = [c for c in tls12 if not TLS12_GOOD.match(c)]
+    bad13 = [c for c in tls13 if c not in TLS13_GOOD]
+    not_pfs = [c for c in ok("PFS_ciphers").split() if c not in TLS13_GOOD and not c.startswith("ECDHE-")]
+    return [
+        Item.check(
+            f"tls.protocols.{name}",
+            f"{name}: TLS 1.2 and 1.3 only",
+            all(v.startswith("not offered") for v in old.values())
+            and ok("TLS1_2") == "offered"
+            and ok("TLS1_3").startswith("offered"),
+            f"SSLv2/3, TLS 1.0/1.1: {', '.join(sorted(set(old.values())))}; "
+            f"TLS 1.2: {ok('TLS1_2')}; TLS 1.3: {ok('TLS1_3')}",
+            SRC_VERSIONS,
+        ),
+        Item.check(
+            f"tls.ciphers.{name}",
+            f"{name}: ECDHE with AEAD only (no NULL, export, RC4, 3DES or CBC)",
+            all(v.startswith("not offered") for v in weak.values()) and bool(tls12) and not bad12 + bad13,
+            f"TLS 1.2: {' '.join(tls12) or '<none>'}; TLS 1.3: {' '.join(tls13) or '<none>'}"
+            + (f"; not allowed: {' '.join(bad12 + bad13)}" if bad12 + bad13 else ""),
+            SRC_CIPHERS,
+        ),
+        Item.check(
+            f"tls.forward_secrecy.{name}",
+            f"{name}: forward secrecy for every cipher, no finite-field DHE",
+            ok("PFS") == "offered" and not not_pfs and ok("DH_groups") == "<missing>",
+            f"PFS {ok('PFS')}; curves {ok('PFS_ECDHE_curves')}; DH groups {ok('DH_groups')}",
+            SRC_PFS,
+        ),
+        Item.check(
+            f"tls.cipher_order.{name}",
+            f"{name}: the server chooses the cipher",
+            ok("cipher_order") == "server",
+            f"cipher order: {ok('cipher_order')}",
+            SRC_ORDER,
+        ),
+        Item.check(
+            f"tls.compression.{name}",
+            f"{name}: no TLS compression",
+            ok("CRIME_TLS").startswith("not vulnerable"),
+            f"CRIME: {ok('CRIME_TLS')}",
+            SRC_COMPRESSION,
+        ),
+        Item.check(
+            f"tls.renegotiation.{name}",
+            f"{name}: secure renegotiation only, none started by clients",
+            ok("secure_renego") == "supported" and ok("secure_client_renego").startswith("not vulnerable"),
+            f"secure renegotiation: {ok('secure_renego')}; client-initiated: {ok('secure_client_renego')}",
+            SRC_RENEGOTIATION,
+        ),
+    ]
+
+
+def handshake_items(host: str, port: TlsPort) -> list[Item]:
+    """SHA-1 signature algorithms refused; an ECDSA and an RSA certificate both served."""
+    # openssl speaks no ManageSieve: an unwrapper does its STARTTLS and passes TLS through.
+    unwrap = port.starttls == "sieve"
+    mode = None if unwrap else port.starttls
+    target = "127.0.0.1" if unwrap else host
+    with sieve_unwrapped(host, port.port) if unwrap else _direct(port.port) as local_port:
+        # The client must be willing to use SHA-1 at all, or the check passes against any server.
+        weak = ("-tls1_2", "-cipher", "DEFAULT@SECLEVEL=0")
+        sha1, _ = s_client(target, local_port, *weak, "-sigalgs", "RSA+SHA1:ECDSA+SHA1", starttls=mode)
+        sha256, _ = s_client(target, local_port, *weak, "-sigalgs", "RSA+SHA256:ECDSA+SHA256", starttls=mode)
+        ecdsa_ok, ecdsa = s_client(target, local_port, "-tls1_2", "-sigalgs", "ECDSA+SHA256", starttls=mode)
+        rsa_ok, rsa = s_client(
+            target,
+            local_port,
+            "-tls1_2",
+            "-sigalgs",
+            "RSA-PSS+SHA256:RSA+SHA256",
+            "-cipher",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            starttls=mode,
+        )
+    ecdsa_bits = _key_bits(ecdsa) if ecdsa_ok and "Peer signature type: ECDSA" in ecdsa else 0
+    rsa_bits = _key_bits(rsa) if rsa_ok and "Peer signature type: RSA" in rsa else 0
+    return [
+        Item.check(
+            f"tls.sha1_signatures.{port.name}",
+            f"{port.name}: a client offering only SHA-1 signatures is refused",
+            not sha1 and sha256,
+            ("SHA-1 only: " + ("handshake completed" if sha1 else "refused"))
+            + ("; SHA-256: completed" if sha256 else "; SHA-256: refused too, so the check proves nothing"),
+            SRC_SIGALGS,
+        ),
+        Item.check(
+            f"tls.certificates.{port.name}",
+            f"{port.name}: an ECDSA P-256 and an RSA (>= 3072 bits) certificate are served",
+            ecdsa_bits == 256 and rsa_bits >= 3072,
+            f"ECDSA: {f'{ecdsa_bits} bits' if ecdsa_bits else 'none'}; "
+            f"RSA: {f'{rsa_bits} bits' if rsa_bits else 'none'}",
+            SRC_CERTS,
+        ),
+    ]
+
+
+def _key_bits(transcript: str) -> int:
+    found = re.search(r"Server public key is (\d+) bit", transcript)
+    return int(found.group(1)) if found else 0
+
+
+@contextmanager
+def _direct(port: int) -> Iterator[int]:
+    yield port

@@ -1,0 +1,127 @@
+"""`mailstack audit`: the hardening of a running site, measured by the tools auditors use.
+
+A local audit looks at the stack `mailstack up` started on this machine; a host audit
+reaches a deployed site over SSH, and its mail ports through SSH forwards to the
+containers, so that it also works where the firewall lets only SSH in from here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from mailstack.audit import containers, host, smtp, tls
+from mailstack.audit.report import Item, Report
+from mailstack.audit.shell import AuditError, Shell
+from mailstack.site.models import Host, Site
+
+__all__ = ["AuditError", "Item", "Report", "run_audit"]
+
+Say = Callable[[str], None]
+
+
+def run_audit(
+    site: Site, project: str, state_dir: Path, *, target: Host | None, site_dir: Path, say: Say
+) -> Report:
+    started = time.monotonic()
+    report = Report(
+        site.site, target.name if target else "local", datetime.now(UTC).isoformat(timespec="seconds")
+    )
+    shell = Shell(target, site_dir)
+    ports = dict(site.network.ports.published())
+    running = containers.inspect_project(shell, project)
+    say(f"containers: {', '.join(sorted(running))}")
+    report.items += containers.container_items(shell, running, state_dir)
+    postfix = running.get("postfix")
+    if postfix is not None:
+        report.items += smtp.postfix_items(shell, postfix["Id"], site)
+
+    reach = containers.published_targets(running, ports) if target else {p: ("", n) for p, n in ports.items()}
+    address = "127.0.0.1" if target else _local_address(site)
+    with shell.forwards(reach) as local_ports:
+        tls_ports = [
+            tls.TlsPort(name, local_ports[name], tls.STARTTLS[name]) for name in ports if name in tls.STARTTLS
+        ]
+        report.tools.update(_tool_versions())
+        if tls.testssl_command() is None:
+            report.items.append(
+                Item(
+                    "tls.testssl", "testssl.sh audit", "skip", "testssl.sh is not installed", tls.SRC_VERSIONS
+                )
+            )
+        else:
+            say(f"testssl.sh on {len(tls_ports)} ports")
+            with tempfile.TemporaryDirectory(prefix="mailstack-audit-") as workdir:
+                scans = tls.run_testssl(tls_ports, address, Path(workdir), parallel=4)
+            for scan in scans:
+                report.items += tls.scan_items(scan)
+                report.evidence[f"testssl/{scan.port.name}"] = scan.findings
+        say("handshakes with SHA-1 signatures, ECDSA and RSA certificates")
+        for port in tls_ports:
+            report.items += tls.handshake_items(address, port)
+        say("SMTP banner, VRFY and relay")
+        report.items += smtp.probe_items(site, address, {name: local_ports[name] for name in ports})
+
+    if target is None:
+        report.items += _host_items_skipped(site)
+    else:
+        say(f"ssh-audit, firewall, lynis and a port scan of {target.name}")
+        ssh_item, ssh_data = host.ssh_audit_item(target)
+        report.items.append(ssh_item)
+        report.evidence["ssh-audit"] = ssh_data
+        report.items.append(host.firewall_item(shell))
+        report.items.append(host.lynis_item(shell))
+        report.items.append(host.port_scan_item(target, {target.ssh_port, *ports.values()}))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _host_items_skipped(site: Site) -> list[Item]:
+    """A local audit lists the host's items too, as skipped, so the report is complete."""
+    hosts = ", ".join(h.name for h in site.hosts)
+    detail = "the Docker host of a deployment: `mailstack audit SITE --host NAME`" + (
+        f" (hosts: {hosts})" if hosts else ""
+    )
+    return [
+        Item("host.ssh_audit", "SSH algorithms (ssh-audit)", "skip", detail, host.SRC_SSH),
+        Item("host.firewall", "nftables drops inbound traffic by default", "skip", detail, host.SRC_FIREWALL),
+        Item("host.lynis", "lynis hardening index", "skip", detail, host.SRC_LYNIS),
+        Item("host.ports", "only SSH and the mail ports are open", "skip", detail, host.SRC_PORTS),
+    ]
+
+
+def _local_address(site: Site) -> str:
+    """Where this machine reaches the site's published ports."""
+    bind = site.network.bind[0]
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
+
+
+def _tool_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    testssl = tls.testssl_command()
+    if testssl:
+        banner = _first_output([testssl, "--version"])
+        found = re.search(r"testssl\.sh\s+(\S+)", banner)
+        versions["testssl.sh"] = found.group(1) if found else banner.splitlines()[0] if banner else "?"
+    else:
+        versions["testssl.sh"] = "not installed"
+    versions["openssl"] = _first_output(["openssl", "version"]).strip() or "not installed"
+    try:
+        versions["ssh-audit"] = metadata.version("ssh-audit")
+    except metadata.PackageNotFoundError:
+        versions["ssh-audit"] = "not installed"
+    return versions
+
+
+def _first_output(command: list[str]) -> str:
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return run.stdout or run.stderr

@@ -1,0 +1,91 @@
+"""`mailstack check`: fast live probes of a running site, each pass, warn or fail with the fix.
+
+Locally it speaks to the ports `mailstack up` published; for a deployed host it goes through
+SSH forwards to the host's own published ports (so it also works where only SSH reaches the
+host from here, and from a machine outside the site's DNS).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mailstack.audit.shell import Shell
+from mailstack.check import published, roundtrip, transport, web
+from mailstack.check.results import CheckReport, Result, failed
+from mailstack.check.transport import Endpoint
+from mailstack.dns import site_records
+from mailstack.errors import UserError
+from mailstack.probe import client_host
+from mailstack.site.models import Host, Site
+from mailstack.state import State
+from mailstack.vault import Vault
+
+__all__ = ["CheckReport", "Result", "run_check"]
+
+
+def run_check(
+    site: Site,
+    state_dir: Path,
+    *,
+    target: Host | None = None,
+    site_dir: Path = Path(),
+    vault: Vault | None = None,
+    resolver: str | None = None,
+) -> CheckReport:
+    """Every probe, in order; ``resolver`` (address[:port]) also compares the published DNS."""
+    started = time.monotonic()
+    report = CheckReport(site.site, target.name if target else "local")
+    if not (state_dir / "state.json").exists():
+        report.results.append(
+            failed("state", f"no state at {state_dir}", "render or `mailstack up` the site first")
+        )
+        return report
+    state = State(state_dir, write=False, vault=vault)
+    password = state.probe_password()
+    records = site_records(site, state_dir, vault=vault).records
+    context = _tls_context(site, state)
+    with _endpoints(site, target, site_dir) as endpoints:
+        report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
+        if "smtp" in endpoints:
+            report.results.append(transport.relay_result(endpoints["smtp"]))
+            tlsa = {r.value.split()[-1].lower() for r in records if r.type == "TLSA"}
+            report.results.append(transport.tlsa_result(endpoints["smtp"], tlsa))
+        report.results += web.web_results(site, endpoints, context)
+        report.results += roundtrip.round_trip(site, endpoints, context, password, records)
+    if resolver is not None:
+        report.results += published.dns_results(records, resolver)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _tls_context(site: Site, state: State) -> ssl.SSLContext:
+    """Verify chains against the site's CA (read through the state: it may be vaulted), or the
+    system's roots for operator certificates; names are checked per port."""
+    cadata = state.read("tls/ca.crt").decode() if site.tls.mode == "selfsigned" else None
+    context = ssl.create_default_context(cadata=cadata)
+    context.check_hostname = False
+    return context
+
+
+@contextmanager
+def _endpoints(site: Site, target: Host | None, site_dir: Path) -> Iterator[dict[str, Endpoint]]:
+    ports = site.network.ports.published()
+    if target is None:
+        host = client_host(site)
+        yield {name: Endpoint(name, port, host, port) for name, port in ports.items()}
+        return
+    shell = Shell(target, site_dir)
+    bind = site.network.bind[0]
+    if bind in ("0.0.0.0", "::"):  # noqa: S104
+        # Any address of the host's own reaches its published ports (Docker's DNAT); not
+        # loopback, which Docker does not forward without its userland proxy.
+        addresses = shell.output("hostname", "--all-ip-addresses").split()
+        if not addresses:
+            raise UserError(f"{target.name} reports no IP address (hostname -I)")
+        bind = addresses[0]
+    with shell.forwards({name: (bind, port) for name, port in ports.items()}) as local:
+        yield {name: Endpoint(name, port, "127.0.0.1", local[name]) for name, port in ports.items()}

@@ -1,0 +1,141 @@
+"""The web service as senders and mail clients use it: the MTA-STS policy of every domain,
+Thunderbird autoconfig, Outlook autodiscover, and plain HTTP that only redirects."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import xml.etree.ElementTree as ET
+
+from mailstack.check.results import Result, failed, passed
+from mailstack.check.transport import TIMEOUT, Endpoint
+from mailstack.mtasts import PolicyError, mx_matches, parse_policy
+from mailstack.site.models import Site
+
+FIX_WEB = "is the web service running? `mailstack status`, `mailstack logs SITE web`"
+AUTODISCOVER_REQUEST = """<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">
+  <Request>
+    <EMailAddress>{address}</EMailAddress>
+    <AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema>
+  </Request>
+</Autodiscover>
+"""
+
+
+def web_results(site: Site, endpoints: dict[str, Endpoint], context: ssl.SSLContext) -> list[Result]:
+    results: list[Result] = []
+    if (plain := endpoints.get("http")) is not None:
+        results.append(_redirects(plain, site))
+    if (https := endpoints.get("https")) is None:
+        return results
+    for domain in site.domain_names:
+        results.append(_mta_sts(https, context, site, domain))
+    first = site.domain_names[0]
+    results.append(_autoconfig(https, context, site, first))
+    results.append(_autodiscover(https, context, site))
+    return results
+
+
+def _get(
+    endpoint: Endpoint, context: ssl.SSLContext | None, host: str, path: str, body: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    connection: http.client.HTTPConnection
+    if context is None:
+        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=TIMEOUT)
+    else:
+        connection = http.client.HTTPSConnection(
+            endpoint.host, endpoint.port, timeout=TIMEOUT, context=context
+        )
+    try:
+        headers = {"Host": host}
+        if body is not None:
+            headers["Content-Type"] = "text/xml"
+        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def _redirects(endpoint: Endpoint, site: Site) -> Result:
+    try:
+        status, headers, _ = _get(endpoint, None, site.hostname, "/mail/config-v1.1.xml")
+    except OSError as exc:
+        return failed(endpoint.label, f"HTTP on {endpoint.host}:{endpoint.port} failed: {exc}", FIX_WEB)
+    location = headers.get("location", "")
+    if status in (301, 302, 307, 308) and location.startswith("https://"):
+        return passed(endpoint.label, f"plain HTTP redirects to HTTPS ({status} {location})")
+    return failed(endpoint.label, f"plain HTTP answered {status}, not a redirect to HTTPS", FIX_WEB)
+
+
+def _mta_sts(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain: str) -> Result:
+    probe = f"MTA-STS {domain}"
+    name = f"mta-sts.{domain}"
+    try:
+        status, _, body = _get(endpoint, context, name, "/.well-known/mta-sts.txt")
+    except (OSError, http.client.HTTPException) as exc:
+        return failed(probe, f"https://{name}/.well-known/mta-sts.txt: {exc}", FIX_WEB)
+    if status != 200:
+        return failed(probe, f"https://{name}/.well-known/mta-sts.txt answered {status}", FIX_WEB)
+    try:
+        policy = parse_policy(body)
+    except PolicyError as exc:
+        return failed(probe, f"the served policy does not parse: {exc}", "re-render and `mailstack up`")
+    if not any(mx_matches(pattern, site.hostname) for pattern in policy.mx):
+        return failed(probe, f"its mx lines {list(policy.mx)} do not cover {site.hostname}", "re-render")
+    if (policy.mode, policy.max_age) != (site.mta_sts.mode, site.mta_sts.max_age):
+        return failed(
+            probe,
+            f"it says mode {policy.mode}, max_age {policy.max_age}; the site says "
+            f"{site.mta_sts.mode}, {site.mta_sts.max_age}",
+            "re-render and `mailstack up`",
+        )
+    return passed(probe, f"policy served and valid: mode {policy.mode}, max_age {policy.max_age}")
+
+
+def _autoconfig(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain: str) -> Result:
+    probe = "autoconfig"
+    try:
+        status, _, body = _get(endpoint, context, f"autoconfig.{domain}", "/mail/config-v1.1.xml")
+        root = ET.fromstring(body) if status == 200 else None  # noqa: S314 - our own server's answer
+    except (OSError, http.client.HTTPException, ET.ParseError) as exc:
+        return failed(probe, f"autoconfig for {domain}: {exc}", FIX_WEB)
+    if root is None:
+        return failed(probe, f"autoconfig for {domain} answered {status}", FIX_WEB)
+    servers = {
+        (e.get("type"), e.findtext("hostname"), e.findtext("port"))
+        for e in [*root.iter("incomingServer"), *root.iter("outgoingServer")]
+    }
+    wrong = [s for s in servers if s[1] != site.hostname or not _published(site, s[2])]
+    if not servers or wrong:
+        return failed(probe, f"autoconfig names {sorted(map(str, wrong or servers))}", "re-render")
+    return passed(probe, f"autoconfig for {domain} names {len(servers)} servers on published ports")
+
+
+def _autodiscover(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:
+    probe = "autodiscover"
+    request = AUTODISCOVER_REQUEST.format(address=site.probe_address)
+    host = f"autodiscover.{site.domain_names[0]}"
+    try:
+        status, _, body = _get(endpoint, context, host, "/autodiscover/autodiscover.xml", request)
+        root = ET.fromstring(body) if status == 200 else None  # noqa: S314 - our own server's answer
+    except (OSError, http.client.HTTPException, ET.ParseError) as exc:
+        return failed(probe, f"autodiscover POST: {exc}", FIX_WEB)
+    if root is None:
+        return failed(probe, f"autodiscover POST answered {status}", FIX_WEB)
+    protocols = [
+        (p.findtext("{*}Type"), p.findtext("{*}Server"), p.findtext("{*}Port"))
+        for p in root.iter()
+        if p.tag.endswith("Protocol")
+    ]
+    wrong = [p for p in protocols if p[1] != site.hostname or not _published(site, p[2])]
+    if not protocols or wrong:
+        return failed(probe, f"autodiscover names {sorted(map(str, wrong or protocols))}", "re-render")
+    return passed(
+        probe, f"autodiscover POST names {', '.join(str(p[0]) for p in protocols)} on published ports"
+    )
+
+
+def _published(site: Site, port: str | None) -> bool:
+    return port is not None and port.isdigit() and int(port) in site.network.ports.published().values()

@@ -1,0 +1,208 @@
+"""The web service (nginx): what its configuration needs, and the static files it serves.
+
+Everything nginx answers is a file the renderer writes into ``config/web/htdocs`` (nginx has
+no scripting here):
+
+- ``.well-known/mta-sts.txt``: the MTA-STS policy, the very text the ``_mta-sts`` TXT id is
+  computed from (``dns.mta_sts_policy``), on ``mta-sts.<domain>``;
+- ``autoconfig/<domain>.xml``: Thunderbird's autoconfig, chosen by the Host header
+  (``autoconfig.<domain>``) or by the domain of ``?emailaddress=``;
+- ``autodiscover/autodiscover.xml``: the Outlook (POX) answer, the same for every domain
+  (the servers and ports are the site's, whoever asks); nginx answers a POST with it through
+  ``error_page 405 =200`` (its static handler refuses POST with 405);
+- ``apple/<address>.mobileconfig``: an Apple configuration profile per mailbox, without a
+  password; any other address finds no file (404).
+
+The per-domain and per-mailbox files come from ``templates/web/`` (one render per item);
+``templates/compose/web/nginx.conf.j2`` is rendered like every other config file.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from mailstack.dns import mta_sts_policy
+from mailstack.render.environment import environment
+from mailstack.render.writer import PlannedFile
+from mailstack.site.models import Site
+
+# Inside the web container: nginx listens on unprivileged ports; compose publishes them.
+WEB_HTTP_PORT = 8080
+WEB_HTTPS_PORT = 8443
+WEB_HEALTH_PORT = 8081  # 127.0.0.1 only, for the healthcheck
+# Where the renderer's config/web is mounted, and the static files inside it.
+WEB_CONFIG_DIR = "/etc/nginx"
+WEB_ROOT = f"{WEB_CONFIG_DIR}/htdocs"
+# The named volume with ACME HTTP-01 tokens (issue #7 writes them); empty: every token is 404.
+ACME_ROOT = "/srv/acme"
+# tmpfs where the entrypoint copies the TLS keys from /run/mailstack/… for www-data.
+WEB_SECRETS = "/run/web-secrets"
+SECRETS_MOUNT = "/run/mailstack"
+HSTS_MAX_AGE = 31536000  # one year (RFC 6797); no includeSubDomains: other hosts are not ours
+AUTODISCOVER_BODY_LIMIT = "64k"  # Outlook's POX request is well under 1 KiB
+
+# Client protocols in order of preference (implicit TLS first, RFC 8314 §3).
+INCOMING = ("imaps", "imap", "pop3s", "pop3")
+OUTGOING = ("submissions", "submission")
+_KIND = {"imaps": "imap", "imap": "imap", "pop3s": "pop3", "pop3": "pop3"}
+_KIND |= {"submissions": "smtp", "submission": "smtp"}
+_IMPLICIT = {"imaps", "pop3s", "submissions"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A published client port and how a client speaks TLS on it."""
+
+    protocol: str  # imaps, imap, pop3s, pop3, submissions, submission
+    kind: str  # imap | pop3 | smtp (Thunderbird's type; POX upper-cases it)
+    port: int
+    implicit_tls: bool  # True: TLS from the first byte; False: STARTTLS (required before login)
+
+    @property
+    def socket_type(self) -> str:
+        """Thunderbird autoconfig socketType."""
+        return "SSL" if self.implicit_tls else "STARTTLS"
+
+    @property
+    def pox_encryption(self) -> str:
+        """Outlook POX <Encryption>: SSL = implicit TLS, TLS = STARTTLS."""
+        return "SSL" if self.implicit_tls else "TLS"
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One line of an nginx map: a source (quoted) and its value."""
+
+    source: str
+    value: str
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    enabled: bool  # the compose file has a web service (http or https is published)
+    http_port: int
+    https_port: int
+    health_port: int
+    config_dir: str
+    root: str
+    acme_root: str
+    redirect: str  # the return 301 target of plain HTTP
+    server_names: list[str]  # the mail host, autoconfig.<d> and autodiscover.<d>
+    mta_sts_names: list[str]  # mta-sts.<d>
+    autoconfig_hosts: list[MapEntry]  # $host → domain
+    autoconfig_emails: list[MapEntry]  # $arg_emailaddress → domain
+    certificates: list[tuple[str, str]]  # (cert, key) inside the container, ECDSA first
+    protocols: str  # ssl_protocols
+    hsts_max_age: int
+    body_limit: str
+
+
+def client_endpoints(site: Site) -> tuple[list[Endpoint], list[Endpoint]]:
+    """(incoming, outgoing) published client ports, preferred first."""
+    published = site.network.ports.published()
+
+    def pick(protocols: tuple[str, ...]) -> list[Endpoint]:
+        return [Endpoint(p, _KIND[p], published[p], p in _IMPLICIT) for p in protocols if p in published]
+
+    return pick(INCOMING), pick(OUTGOING)
+
+
+def pox_protocols(site: Site) -> list[Endpoint]:
+    """Outlook takes the first <Protocol> of each type: the preferred IMAP, POP3 and SMTP port."""
+    incoming, outgoing = client_endpoints(site)
+    chosen: dict[str, Endpoint] = {}
+    for endpoint in incoming + outgoing:
+        chosen.setdefault(endpoint.kind, endpoint)
+    return list(chosen.values())
+
+
+def web_enabled(site: Site) -> bool:
+    published = site.network.ports.published()
+    return "http" in published or "https" in published
+
+
+def https_redirect(site: Site) -> str:
+    """Where plain HTTP sends clients: the same host and path on the published HTTPS port."""
+    port = site.network.ports.https
+    suffix = "" if port in (None, 443) else f":{port}"
+    return f"https://$host{suffix}$request_uri"
+
+
+def nginx_regex(text: str) -> str:
+    """A literal inside a PCRE, for nginx maps (domain names: only the dot needs escaping)."""
+    return re.sub(r"([.\\^$|?*+()\[\]{}])", r"\\\1", text)
+
+
+def web_settings(site: Site, certificates: list[tuple[str, str]], protocols: str) -> WebSettings:
+    """``certificates``: (cert, key) paths as the other services see them (under /run/mailstack);
+    the web service reads the entrypoint's copies of the same files."""
+    domains = site.domain_names
+    return WebSettings(
+        enabled=web_enabled(site),
+        http_port=WEB_HTTP_PORT,
+        https_port=WEB_HTTPS_PORT,
+        health_port=WEB_HEALTH_PORT,
+        config_dir=WEB_CONFIG_DIR,
+        root=WEB_ROOT,
+        acme_root=ACME_ROOT,
+        redirect=https_redirect(site),
+        server_names=[site.hostname, *(f"{p}.{d}" for d in domains for p in ("autoconfig", "autodiscover"))],
+        mta_sts_names=[f"mta-sts.{d}" for d in domains],
+        autoconfig_hosts=[MapEntry(f'"autoconfig.{d}"', d) for d in domains],
+        # ?emailaddress= arrives URL-encoded or not ($arg_ is never decoded): @ or %40.
+        autoconfig_emails=[MapEntry(f'"~*(@|%40){nginx_regex(d)}$"', d) for d in domains],
+        certificates=[(_web_path(cert), _web_path(key)) for cert, key in certificates],
+        protocols=protocols,
+        hsts_max_age=HSTS_MAX_AGE,
+        body_limit=AUTODISCOVER_BODY_LIMIT,
+    )
+
+
+def _web_path(path: str) -> str:
+    return WEB_SECRETS + path.removeprefix(SECRETS_MOUNT) if path.startswith(SECRETS_MOUNT + "/") else path
+
+
+def profile_uuid(site: Site, address: str, part: str) -> str:
+    """A stable PayloadUUID: the same profile for the same mailbox on every render."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailstack:{site.site}:{address}:{part}")).upper()
+
+
+def reverse_dns(name: str) -> str:
+    """com.apple payload identifiers: mail.example.org → org.example.mail."""
+    return ".".join(reversed(name.split(".")))
+
+
+def _label(address: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", address)
+
+
+def web_files(site: Site) -> list[PlannedFile]:
+    """The static files under config/web/htdocs: a pure function of the site."""
+    incoming, outgoing = client_endpoints(site)
+    env = environment()
+    common = {"site": site, "incoming": incoming, "outgoing": outgoing, "pox": pox_protocols(site)}
+    files = [PlannedFile("config/web/htdocs/.well-known/mta-sts.txt", mta_sts_policy(site).encode())]
+    autoconfig = env.get_template("web/autoconfig.xml.j2")
+    for domain in site.domain_names:
+        text = autoconfig.render(common | {"domain": domain})
+        files.append(PlannedFile(f"config/web/htdocs/autoconfig/{domain}.xml", text.encode()))
+    autodiscover = env.get_template("web/autodiscover.xml.j2").render(common)
+    files.append(PlannedFile("config/web/htdocs/autodiscover/autodiscover.xml", autodiscover.encode()))
+    if incoming and outgoing:  # a profile needs both; Apple Mail offers IMAP or POP3
+        profile = env.get_template("web/mobileconfig.j2")
+        for mailbox in site.mailboxes:
+            text = profile.render(
+                common
+                | {
+                    "mailbox": mailbox,
+                    "identifier": f"{reverse_dns(site.hostname)}.mailstack.{_label(mailbox.address)}",
+                    "profile_uuid": profile_uuid(site, mailbox.address, "profile"),
+                    "account_uuid": profile_uuid(site, mailbox.address, "account"),
+                }
+            )
+            files.append(
+                PlannedFile(f"config/web/htdocs/apple/{mailbox.address}.mobileconfig", text.encode())
+            )
+    return files
