@@ -93,8 +93,11 @@ CONTAINER_CAPS: dict[str, tuple[str, ...]] = {
     "postfix": ("DAC_OVERRIDE", "SETUID", "SETGID"),
     # master stays root: CHOWN for its sockets, SETUID/SETGID for dovecot, dovenull and
     # vmail, SYS_CHROOT for the login processes' chroot; DAC_READ_SEARCH reads the TLS keys
-    # when the state belongs to another user than root.
-    "dovecot": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID", "SYS_CHROOT"),
+    # when the state belongs to another user than root. KILL: on reload the master sends
+    # SIGQUIT to the processes of changed services, which run as other users; without it
+    # they keep serving the old configuration ("kill(…, SIGQUIT) failed: Operation not
+    # permitted" in its log).
+    "dovecot": ("CHOWN", "DAC_READ_SEARCH", "KILL", "SETUID", "SETGID", "SYS_CHROOT"),
     # Used by the entrypoints only (read the secrets, hand copies to the daemon's user,
     # setpriv to it); the daemons themselves run without any capability.
     "rspamd": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),

@@ -9,6 +9,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,21 @@ def ssh_audit_policy(host: str, port: int, policy: str = SSH_AUDIT_POLICY) -> tu
         return False, [f"no JSON (exit {result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}"]
     errors = [json.dumps(error, sort_keys=True) for error in report.get("errors", [])]
     return bool(report.get("passed")), errors
+
+
+def wait_for_ssh_login(server: Server, timeout: float) -> float:
+    """Seconds until the session key logs in as root again; AssertionError after `timeout`."""
+    started = time.monotonic()
+    while True:
+        probe = server.ssh("true", check=False, timeout=20)
+        if probe.returncode == 0:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(
+                f"root's key login to {server.host}:{server.ssh_port} still refused after {timeout:.0f} s: "
+                f"{probe.stderr.strip()}"
+            )
+        time.sleep(2)
 
 
 def input_policies(ruleset: dict[str, Any]) -> list[tuple[str, str, str, str]]:

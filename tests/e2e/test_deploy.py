@@ -25,14 +25,13 @@ import pytest
 from mailstack.vault import is_encrypted_state
 from tests.e2e.deployment import STANDARD_PORTS, Deployment, DeployRun
 from tests.e2e.hardening import (
-    SSH_AUDIT_POLICY,
     bridge_address,
     input_policies,
     lynis_audit,
     ssh_audit,
-    ssh_audit_policy,
     tables,
     tcp_sweep,
+    wait_for_ssh_login,
 )
 from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory
 
@@ -208,18 +207,18 @@ class TestDeployLifecycle:
         site, server = deployment, deployment.server
         needs(site, "deployed")
         audit = ssh_audit(server.host, server.ssh_port)
-        passed, complaints = ssh_audit_policy(server.host, server.ssh_port)
+        # ssh-audit's many unauthenticated connections earn this address a penalty
+        # (sshd's PerSourcePenalties, OpenSSH >= 9.8): sshd refuses it for a while, by design.
+        penalty = wait_for_ssh_login(server, timeout=180)
         note(
-            f"ssh-audit of {audit.software}: {len(audit.failures)} failures, {len(audit.warnings)} warnings "
-            f"{audit.warnings}; policy {SSH_AUDIT_POLICY!r}: "
-            f"{'passed' if passed else 'not passed'} {complaints}"
+            f"ssh-audit of {audit.software}: {len(audit.failures)} failures, {len(audit.warnings)} "
+            f"warnings {audit.warnings}; root login by key refused afterwards for {penalty:.0f} s "
+            "(PerSourcePenalties)"
         )
         assert audit.failures == [], "ssh-audit failures:\n" + "\n".join(audit.failures)
         assert {"kex", "key", "enc", "mac"} <= audit.report.keys(), audit.report
         effective = dict(line.split(" ", 1) for line in site.on_server("sshd -T").splitlines() if " " in line)
         assert {k: effective[k] for k in SSHD_WANTED} == SSHD_WANTED, "sshd -T differs"
-        # The deploy's own login (root, by key) still works.
-        assert server.ssh("id -un").stdout.strip() == "root"
 
     def test_firewall_drops_inbound_by_default_and_leaves_dockers_tables(
         self, deployment: Deployment
@@ -235,7 +234,7 @@ class TestDeployLifecycle:
         again = json.loads(site.on_server("nft -j list ruleset"))
         assert tables(again) == tables(ruleset), "nftables.service changed other tables than its own"
         assert ("inet", "mailstack_host", "input", "drop") in input_policies(again)
-        assert "flush ruleset" not in site.on_server("cat /etc/nftables.conf")
+        assert "flush" not in site.on_server("grep -v '^#' /etc/nftables.conf"), "nftables.conf flushes"
 
     def test_only_ssh_and_the_published_mail_ports_answer(self, deployment: Deployment, note: Note) -> None:
         site, server = deployment, deployment.server

@@ -54,6 +54,11 @@ def restore(stack: Stack) -> Iterator[list[str]]:
     if stopped:
         stack.compose("start", *stopped, timeout=120)
         engine.wait_healthy(stack.project, RECOVERY_TIMEOUT, say=lambda _: None)
+        if "dovecot" in stopped:
+            # Idle smtpd processes keep SASL connections to the Dovecot that was stopped; each
+            # would answer its next AUTH with 454 once. A reload gives the next tests fresh ones.
+            run = stack.exec("postfix", "postfix", "reload")
+            assert run.returncode == 0, run.stderr
 
 
 def probe_mailbox_messages(stack: Stack) -> dict[str, list[str]]:

@@ -108,7 +108,7 @@ def audit(stack: Stack, side: SideStack, tmp_path_factory: pytest.TempPathFactor
     result = Audit(run.returncode, output, json.loads((report_dir / "audit.json").read_text()))
     stack.notes.append(f"mailstack audit took {time.monotonic() - started:.0f}s: {result.report['counts']}")
     for protocol in STARTTLS:
-        r = testssl_result(result, protocol)
+        r = scan_result_of(result, protocol)
         stack.notes.append(
             f"testssl {protocol:<11} {r.port.port}: TLS1.2 {r.finding('TLS1_2')}, "
             f"TLS1.3 {r.finding('TLS1_3')}, order {r.finding('cipher_order')}, "
@@ -118,7 +118,7 @@ def audit(stack: Stack, side: SideStack, tmp_path_factory: pytest.TempPathFactor
     return result
 
 
-def testssl_result(audit: Audit, protocol: str) -> ScanResult:
+def scan_result_of(audit: Audit, protocol: str) -> ScanResult:
     findings = audit.report["evidence"].get(f"testssl/{protocol}")
     assert findings, f"the audit report has no testssl findings for {protocol}:\n{audit.output[-3000:]}"
     return ScanResult(TlsPort(protocol, 0, STARTTLS[protocol]), findings, 0.0, audit.output[-2000:])
@@ -171,7 +171,7 @@ def test_mailstack_audit_passes_and_reports_every_item(audit: Audit, stack: Stac
 
 @pytest.mark.parametrize("protocol", list(STARTTLS))
 def test_testssl_finds_only_tls12_13_with_ecdhe_aead_in_server_order(audit: Audit, protocol: str) -> None:
-    result = testssl_result(audit, protocol)
+    result = scan_result_of(audit, protocol)
     ok = result.finding
     detail = f"\n{protocol}: {json.dumps(result.severities(), indent=1)}\n{result.output[-2000:]}"
     for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
