@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mailstack import __version__, engine
+from mailstack.audit import SECTIONS as AUDIT_SECTIONS
 from mailstack.audit import run_audit
 from mailstack.check import CheckReport, run_check
 from mailstack.deploy import DeployOptions
@@ -428,17 +429,26 @@ def audit(
     report: Annotated[
         Path | None, typer.Option("--report", help="Report directory [default: <output>.audit].")
     ] = None,
+    only: Annotated[
+        str,
+        typer.Option(help="Only these sections, comma-separated: containers, tls, smtp, host."),
+    ] = ",".join(AUDIT_SECTIONS),
     output: OutDir = None,
     state: StateDir = None,
 ) -> None:
     """Measure the running site's hardening with testssl.sh, ssh-audit, lynis and docker inspect."""
     project = _project(site, output, state)
+    sections = tuple(part.strip() for part in only.split(",") if part.strip())
+    unknown = sorted(set(sections) - set(AUDIT_SECTIONS))
+    if unknown or not sections:
+        raise UserError(f"--only takes {', '.join(AUDIT_SECTIONS)}, not {', '.join(unknown) or 'nothing'}")
     result = run_audit(
         project.site,
         project.name,
         project.state_dir,
         target=_host(project.site, host, site),
         site_dir=site.resolve().parent,
+        only=sections,
         say=lambda text: out.print(f"[dim]audit:[/] {text}"),
     )
     marks = {"pass": "[green]PASS[/]", "fail": "[red bold]FAIL[/]", "skip": "[yellow]skip[/]"}

@@ -21,65 +21,93 @@ from mailstack.audit.report import Item, Report
 from mailstack.audit.shell import AuditError, Shell
 from mailstack.site.models import Host, Site
 
-__all__ = ["AuditError", "Item", "Report", "run_audit"]
+__all__ = ["SECTIONS", "AuditError", "Item", "Report", "run_audit"]
 
 Say = Callable[[str], None]
 
 
+SECTIONS = ("containers", "tls", "smtp", "host")
+
+
 def run_audit(
-    site: Site, project: str, state_dir: Path, *, target: Host | None, site_dir: Path, say: Say
+    site: Site,
+    project: str,
+    state_dir: Path,
+    *,
+    target: Host | None,
+    site_dir: Path,
+    say: Say,
+    only: tuple[str, ...] = SECTIONS,
 ) -> Report:
+    """Every section of ``only``: containers (docker inspect), tls (testssl.sh and openssl),
+    smtp (banner, VRFY, relay, Postfix's settings), host (with a target: ssh-audit, nftables,
+    lynis, a port scan; locally listed as skipped)."""
     started = time.monotonic()
     report = Report(
         site.site, target.name if target else "local", datetime.now(UTC).isoformat(timespec="seconds")
     )
+    report.tools.update(_tool_versions())
     shell = Shell(target, site_dir)
     ports = dict(site.network.ports.published())
     running = containers.inspect_project(shell, project)
     say(f"containers: {', '.join(sorted(running))}")
-    report.items += containers.container_items(shell, running, state_dir)
-    postfix = running.get("postfix")
-    if postfix is not None:
+    if "containers" in only:
+        report.items += containers.container_items(shell, running, state_dir)
+    if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
-
-    reach = containers.published_targets(running, ports) if target else {p: ("", n) for p, n in ports.items()}
-    address = "127.0.0.1" if target else _local_address(site)
-    with shell.forwards(reach) as local_ports:
-        tls_ports = [
-            tls.TlsPort(name, local_ports[name], tls.STARTTLS[name]) for name in ports if name in tls.STARTTLS
-        ]
-        report.tools.update(_tool_versions())
-        if tls.testssl_command() is None:
-            report.items.append(
-                Item(
-                    "tls.testssl", "testssl.sh audit", "skip", "testssl.sh is not installed", tls.SRC_VERSIONS
+    if {"tls", "smtp"} & set(only):
+        reach = (
+            containers.published_targets(running, ports) if target else {p: ("", n) for p, n in ports.items()}
+        )
+        address = "127.0.0.1" if target else _local_address(site)
+        with shell.forwards(reach) as local_ports:
+            if "tls" in only:
+                report.items += _tls_items(
+                    report, address, [(name, local_ports[name]) for name in ports], say
                 )
-            )
-        else:
-            say(f"testssl.sh on {len(tls_ports)} ports")
-            with tempfile.TemporaryDirectory(prefix="mailstack-audit-") as workdir:
-                scans = tls.run_testssl(tls_ports, address, Path(workdir), parallel=4)
-            for scan in scans:
-                report.items += tls.scan_items(scan)
-                report.evidence[f"testssl/{scan.port.name}"] = scan.findings
-        say("handshakes with SHA-1 signatures, ECDSA and RSA certificates")
-        for port in tls_ports:
-            report.items += tls.handshake_items(address, port)
-        say("SMTP banner, VRFY and relay")
-        report.items += smtp.probe_items(site, address, {name: local_ports[name] for name in ports})
-
-    if target is None:
-        report.items += _host_items_skipped(site)
-    else:
-        say(f"ssh-audit, firewall, lynis and a port scan of {target.name}")
-        ssh_item, ssh_data = host.ssh_audit_item(target)
-        report.items.append(ssh_item)
-        report.evidence["ssh-audit"] = ssh_data
-        report.items.append(host.firewall_item(shell))
-        report.items.append(host.lynis_item(shell))
-        report.items.append(host.port_scan_item(target, {target.ssh_port, *ports.values()}))
+            if "smtp" in only:
+                say("SMTP banner, VRFY and relay")
+                report.items += smtp.probe_items(site, address, {name: local_ports[name] for name in ports})
+    if "host" in only:
+        report.items += _host_items(report, shell, site, target, set(ports.values()), say)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _tls_items(report: Report, address: str, ports: list[tuple[str, int]], say: Say) -> list[Item]:
+    tls_ports = [tls.TlsPort(name, port, tls.STARTTLS[name]) for name, port in ports if name in tls.STARTTLS]
+    items: list[Item] = []
+    if tls.testssl_command() is None:
+        items.append(
+            Item("tls.testssl", "testssl.sh audit", "skip", "testssl.sh is not installed", tls.SRC_VERSIONS)
+        )
+    else:
+        say(f"testssl.sh on {len(tls_ports)} ports")
+        with tempfile.TemporaryDirectory(prefix="mailstack-audit-") as workdir:
+            scans = tls.run_testssl(tls_ports, address, Path(workdir), parallel=4)
+        for scan in scans:
+            items += tls.scan_items(scan)
+            report.evidence[f"testssl/{scan.port.name}"] = scan.findings
+    say("handshakes with SHA-1 signatures, ECDSA and RSA certificates")
+    for port in tls_ports:
+        items += tls.handshake_items(address, port)
+    return items
+
+
+def _host_items(
+    report: Report, shell: Shell, site: Site, target: Host | None, ports: set[int], say: Say
+) -> list[Item]:
+    if target is None:
+        return _host_items_skipped(site)
+    say(f"ssh-audit, firewall, lynis and a port scan of {target.name}")
+    ssh_item, ssh_data = host.ssh_audit_item(target)
+    report.evidence["ssh-audit"] = ssh_data
+    return [
+        ssh_item,
+        host.firewall_item(shell),
+        host.lynis_item(shell),
+        host.port_scan_item(target, {target.ssh_port, *ports}),
+    ]
 
 
 def _host_items_skipped(site: Site) -> list[Item]:

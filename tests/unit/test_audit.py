@@ -212,3 +212,10 @@ def test_audit_of_an_unknown_host_names_the_known_ones() -> None:
     assert result.exit_code == 1
     assert "no host named 'nowhere'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_audit_only_takes_known_sections() -> None:
+    acme = next(p for p in EXAMPLES if p.name == "acme.yaml")
+    result = CliRunner().invoke(app, ["audit", str(acme), "--only", "tls,kernel"])
+    assert result.exit_code == 1
+    assert "--only takes containers, tls, smtp, host, not kernel" in result.output
