@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mailstack.vault import is_encrypted_state
-from tests.e2e.deployment import STANDARD_PORTS, Deployment, DeployRun
+from tests.e2e.deployment import MAILSTACK, STANDARD_PORTS, Deployment, DeployRun
 from tests.e2e.hardening import (
     bridge_address,
     input_policies,
@@ -33,7 +33,7 @@ from tests.e2e.hardening import (
     tcp_sweep,
     wait_for_ssh_login,
 )
-from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory
+from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory, ansible_env, run
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +147,8 @@ class TestDeployLifecycle:
         )
         assert_ok(result, server.name)
         assert blocked, "the server's route to the mirror was not blocked throughout the deploy"
+        # deploy ends with `mailstack check` of the host (ports, TLS, a probe round trip, DKIM, GTUBE).
+        assert re.search(r"^\d+ pass, \d+ warn, 0 fail in ", result.output, re.M), result.output[-3000:]
 
         # The play waited for health; look again from outside the play.
         health = site.wait_healthy(SERVICES, timeout=60)
@@ -268,6 +270,36 @@ class TestDeployLifecycle:
             f"{len(lynis.suggestions)} suggestions, {lynis.seconds:.0f} s)"
         )
         assert lynis.hardening_index >= LYNIS_TARGET, lynis.summary()
+
+    def test_mailstack_audit_of_the_host_passes(self, deployment: Deployment, note: Note) -> None:
+        """`mailstack audit --host` as an admin runs it: the host's items, the containers and
+        Postfix's anti-abuse settings over SSH (TLS is audited by the integration suite)."""
+        site, server = deployment, deployment.server
+        needs(site, "deployed")
+        report_dir = site.workdir / "audit"
+        argv = [MAILSTACK, "audit", str(site.site_path), "--host", server.name]
+        argv += ["--only", "host,containers,smtp", "--report", str(report_dir)]
+        run_audit = run(argv, check=False, timeout=900, cwd=site.workdir, env=ansible_env())
+        assert (report_dir / "audit.json").exists(), run_audit.stdout[-3000:] + run_audit.stderr[-3000:]
+        report = json.loads((report_dir / "audit.json").read_text())
+        items = {item["id"]: item for item in report["items"]}
+        note(
+            f"mailstack audit --host: {report['counts']} in {report['seconds']:.0f} s; "
+            f"lynis: {items['host.lynis']['detail'][:60]}"
+        )
+        failed = {k: v["detail"] for k, v in items.items() if v["status"] == "fail"}
+        assert failed == {}, failed
+        assert run_audit.returncode == 0, run_audit.stdout[-3000:] + run_audit.stderr[-2000:]
+        for item in (
+            "host.ssh_audit",
+            "host.firewall",
+            "host.lynis",
+            "container.postfix.read_only",
+            "smtp.relay",
+        ):
+            assert items[item]["status"] == "pass", items.get(item)
+        assert items["host.ports"]["status"] == "skip"  # the server is reached on 127.0.0.1 here
+        wait_for_ssh_login(server, timeout=180)  # ssh-audit's penalty (see the ssh-audit test)
 
     def test_mail_still_flows_after_the_hardening_checks(self, deployment: Deployment) -> None:
         """The checks above restarted nftables.service: Docker's forwarding must have survived it."""
