@@ -48,7 +48,7 @@ SSHD_WANTED = {
     "kbdinteractiveauthentication": "no",
     "authenticationmethods": "publickey",
     "x11forwarding": "no",
-    "allowtcpforwarding": "local",  # to the mail ports only (PermitOpen): check/audit --host
+    "allowtcpforwarding": "no",  # the deploying user: local, to the mail ports (Match block)
 }
 #: Kernel settings the e2e server (a container: only net.* is writable) must show live.
 SYSCTL_LIVE = {
