@@ -19,6 +19,7 @@ from pathlib import Path
 from mailstack.audit import containers, host, smtp, tls
 from mailstack.audit.report import Item, Report
 from mailstack.audit.shell import AuditError, Shell
+from mailstack.render.context import fence_table
 from mailstack.site.models import Host, Site
 
 __all__ = ["SECTIONS", "AuditError", "Item", "Report", "run_audit"]
@@ -55,6 +56,8 @@ def run_audit(
         report.items += containers.container_items(shell, running, state_dir)
     if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
+    if "smtp" in only:
+        report.items.append(smtp.ban_item(shell, running, site, fence_table(site)))
     if {"tls", "smtp"} & set(only):
         reach = (
             containers.published_targets(running, ports) if target else {p: ("", n) for p, n in ports.items()}

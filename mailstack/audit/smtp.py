@@ -151,3 +151,40 @@ def _unverified() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+SRC_BANS = "Issue #5: brute-force logins blocked on every mail port (NIST SP 800-63B 5.2.2 rate limiting)"
+
+
+def ban_item(shell: Shell, running: dict[str, dict[str, Any]], site: Site, fence_table: str) -> Item:
+    """Login bans are on: Dovecot asks the guard about every login, and (with the firewall)
+    the fence's nftables table is loaded on the Docker host."""
+    title = "failed logins get the address banned on every mail port"
+    settings = site.abuse.auth_ban
+    if not settings.enabled:
+        return Item("abuse.auth_ban", title, "fail", "abuse.auth_ban.enabled is false", SRC_BANS)
+    dovecot, fence = running.get("dovecot"), running.get("fence")
+    policy = ""
+    if dovecot is not None:
+        # doveconf -n groups it as `auth_policy { server_url = … }` (Dovecot 2.4).
+        run = shell.run("docker", "exec", dovecot["Id"], "doveconf", "-n")
+        found = re.search(r"^\s*(?:auth_policy_)?server_url = (\S+)$", run.stdout, re.M)
+        policy = found.group(1) if run.returncode == 0 and found else ""
+    table = ""
+    if settings.firewall and fence is not None:
+        run = shell.run("docker", "exec", fence["Id"], "nft", "list", "table", "inet", fence_table)
+        table = fence_table if run.returncode == 0 and "hook forward" in run.stdout else ""
+    ok = bool(policy) and "guard" in running and (table or not settings.firewall)
+    return Item.check(
+        "abuse.auth_ban",
+        title,
+        bool(ok),
+        f"{settings.failures} failed logins within {settings.window} s ban for {settings.ban} s; "
+        f"Dovecot's auth policy: {policy or 'not set'}; "
+        + (
+            f"firewall table inet {table or fence_table}: {'loaded' if table else 'missing'}"
+            if settings.firewall
+            else "firewall off: logins refused only"
+        ),
+        SRC_BANS,
+    )

@@ -141,7 +141,7 @@ def test_mailstack_audit_passes_and_reports_every_item(audit: Audit, stack: Stac
         )
     ]
     expected += ["smtp.banner", "smtp.vrfy", "smtp.relay", "smtp.bare_newline", "smtp.pregreet"]
-    expected += ["smtp.client_limits", "smtp.send_rate"]
+    expected += ["smtp.client_limits", "smtp.send_rate", "abuse.auth_ban"]
     expected += [
         f"container.{service}.{check}"
         for service in SERVICES
