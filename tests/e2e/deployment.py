@@ -27,21 +27,14 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from mailstack.passwords import hash_password
+from mailstack.site.models import STANDARD_PORTS as MODEL_PORTS
 from mailstack.state import VAULT_HEADER
 from mailstack.vault import Vault
 from tests.e2e.harness import Server, ansible_env, run
 
-#: Site ports -> the same port inside the server (reached via server.port(N)).
-STANDARD_PORTS = {
-    "smtp": 25,
-    "submission": 587,
-    "submissions": 465,
-    "imap": 143,
-    "imaps": 993,
-    "pop3": 110,
-    "pop3s": 995,
-    "managesieve": 4190,
-}
+#: Site ports -> the same port inside the server (reached via server.port(N)): the mail
+#: ports of the model's standard set (the e2e site publishes no web ports).
+STANDARD_PORTS = {name: port for name, port in MODEL_PORTS.items() if name not in ("http", "https")}
 DEPLOY_TIMEOUT = 900.0
 MAIL_TIMEOUT = 30.0
 MAILSTACK = str(Path(sys.executable).with_name("mailstack"))
