@@ -53,6 +53,8 @@ RELOAD: dict[str, list[str]] = {
     "fence": ["restart", "fence"],
     # Refreshes the copies of the TLS keys, then `nginx -s reload` as www-data (no CAP_KILL).
     "web": ["exec", "-T", "web", "web-reload"],
+    # Reads acme.toml at start only; its state is on disk, so a restart loses nothing.
+    "acme": ["restart", "acme"],
 }
 # Services that read the server certificates: reloaded when the state re-issued one.
 TLS_SERVICES = ("postfix", "dovecot", "web")
@@ -282,6 +284,7 @@ def expected_services(site: Site) -> set[str]:
         | ({"guard"} if ban.enabled else set())
         | ({"fence"} if ban.enabled and ban.firewall else set())
         | ({"web"} if web_enabled(site) else set())
+        | ({"acme"} if site.tls.mode == "acme" else set())
     )
 
 

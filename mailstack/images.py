@@ -23,7 +23,7 @@ from mailstack.errors import UserError
 from mailstack.resources import resource_dir
 
 # Images to build; the guard image also runs the fence service.
-SERVICES = ("postfix", "dovecot", "rspamd", "redis", "guard", "web")
+SERVICES = ("postfix", "dovecot", "rspamd", "redis", "guard", "web", "acme")
 DEFAULT_BASE = "debian:trixie-slim"
 BOOTSTRAP_BASE = "mailstack/base:trixie"
 DIGEST_LABEL = "org.mailstack.context-digest"

@@ -7,6 +7,12 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
     tls/ca.key, tls/ca.crt            local CA (tls.mode selfsigned)
     tls/<hostname>/{ecdsa,rsa}.{key,crt}  ECDSA P-256 and RSA-3072 (RSA-2048 in older states)
     tls/<hostname>/next-{ecdsa,rsa}.key   the keys a renewal switches to, pinned in TLSA ahead
+    acme/account.key                  the ACME account's key (tls.mode acme)
+    acme/keys/{ecdsa,rsa}-NNNN.key    server keys by generation: the one in use, then the next
+    acme/tls/live/{ecdsa,rsa}.{key,crt,pem}  what the services serve (key, chain, key + chain),
+                                      self-signed by the local CA until the first issuance
+    acme/tls/live/serial              changes with every switch: the services reload on it
+    acme/status.json, account.json    written by the acme service (attempts, back-off, account)
     secrets/<name>                    internal service passwords
     secrets/probe_password            the probe mailbox's password (`mailstack check`)
     probe/password_hash               its hash, rendered like the site's mailbox hashes
@@ -15,7 +21,9 @@ Nothing here is ever replaced: files are created with O_EXCL semantics, and a re
 only adds what is missing (a new domain's keys, a certificate for a new hostname). The one
 exception is a server certificate whose names no longer cover the site (a new domain needs
 mta-sts/autoconfig/autodiscover.<domain>): it is re-issued for the SAME key, so no key is
-rotated and the TLSA records (which pin the key) stay valid.
+rotated and the TLSA records (which pin the key) stay valid. Under acme/ the acme service
+owns the live certificates and the key generations after the first two; a render only
+reads them (and adds the next key when the acme service has not yet).
 """
 
 from __future__ import annotations
@@ -57,6 +65,13 @@ CA_DAYS = 3650
 # keys already in a state directory stay as they are: nothing here is ever rotated.
 SERVER_RSA_BITS = 3072
 SERVER_DAYS = 825
+
+SERVER_KINDS = ("ecdsa", "rsa")
+# tls.mode acme (the acme service's side: compose/images/acme/acme.py)
+ACME_ACCOUNT_KEY = "acme/account.key"
+ACME_KEYS = "acme/keys"
+ACME_LIVE = "acme/tls/live"
+ACME_STATUS = "acme/status.json"
 
 Algorithm = Literal["rsa", "ed25519"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -113,7 +128,11 @@ class State:
     def ensure(self, site: Site) -> StateView:
         self._check_format(site)
         dkim = tuple(k for d in site.domain_names for k in self._dkim_keys(d))
-        tls_files = self._tls(site.hostname, server_names(site)) if site.tls.mode == "selfsigned" else {}
+        tls_files = {}
+        if site.tls.mode == "selfsigned":
+            tls_files = self._tls(site.hostname, server_names(site))
+        elif site.tls.mode == "acme":
+            tls_files = self._acme(site.hostname, server_names(site))
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
         tlsa = self._tlsa(site)
         probe_hash = self._probe_hash()
@@ -182,9 +201,7 @@ class State:
 
     # -- TLS --------------------------------------------------------------------------------
     def _tls(self, hostname: str, names: tuple[str, ...]) -> dict[str, str]:
-        ca_key = self._key("tls/ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - our own file
-        ca_cert = self._cert("tls/ca.crt", lambda: _ca_cert(ca_key, hostname))
+        ca_key, ca_cert = self._local_ca(hostname)
         files = {"ca_cert": "tls/ca.crt"}
         for kind, make in (
             ("ecdsa", lambda: ec.generate_private_key(ec.SECP256R1())),
@@ -198,11 +215,80 @@ class State:
             files[f"{kind}_key"], files[f"{kind}_cert"] = key_path, cert_path
         return files
 
+    def _local_ca(self, hostname: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        ca_key = self._key("tls/ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - our own file
+        return ca_key, self._cert("tls/ca.crt", lambda: _ca_cert(ca_key, hostname))
+
+    def _acme(self, hostname: str, names: tuple[str, ...]) -> dict[str, str]:
+        """tls.mode acme: the account key, the first two key generations, and until the first
+        issuance a certificate from the local CA, so that the web service can answer the
+        challenge. Keys of a site that used tls.mode selfsigned are carried over (the ones
+        in use and the next ones), so that the published TLSA records stay valid."""
+        ca_key, ca_cert = self._local_ca(hostname)
+        self._key(ACME_ACCOUNT_KEY, lambda: ec.generate_private_key(ec.SECP256R1()))
+        files = {"ca_cert": "tls/ca.crt"}
+        for kind in SERVER_KINDS:
+            key = self._key(acme_key_path(kind, 1), self._carried_over(f"tls/{hostname}/{kind}.key", kind))
+            self._key(acme_key_path(kind, 2), self._carried_over(f"tls/{hostname}/next-{kind}.key", kind))
+            live = f"{ACME_LIVE}/{kind}"
+            self._create(f"{live}.key", lambda: self.read(acme_key_path(kind, 1)))  # noqa: B023
+            cert = self._cert(f"{live}.crt", lambda: _server_cert(key, names, ca_key, ca_cert))  # noqa: B023
+            self._create(
+                f"{live}.pem",
+                lambda: self.read(f"{live}.key") + cert.public_bytes(serialization.Encoding.PEM),  # noqa: B023
+            )
+            for role, suffix in (("key", "key"), ("cert", "crt"), ("pem", "pem")):
+                files[f"{kind}_{role}"] = f"{live}.{suffix}"
+        self._create(f"{ACME_LIVE}/serial", lambda: b"selfsigned\n")
+        return files
+
+    def _carried_over(self, relpath: str, kind: str) -> Callable[[], PrivateKey]:
+        def make() -> PrivateKey:
+            if (self.root / relpath).exists() or relpath in self._pending:
+                key = serialization.load_pem_private_key(self.read(relpath), password=None)
+                assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)  # noqa: S101
+                return key
+            return _new_server_key(kind)
+
+        return make
+
+    def _acme_tlsa(self) -> tuple[TlsaKey, ...]:
+        """The key each live certificate has, then the next generation after it (created here
+        when the acme service has not made it yet)."""
+        current, following = [], []
+        for kind in SERVER_KINDS:
+            cert_path = f"{ACME_LIVE}/{kind}.crt"
+            served = _spki_sha256(x509.load_pem_x509_certificate(self.read(cert_path)))
+            generations = self._generations(kind)
+            in_use = next((g for g, digest in generations.items() if digest == served), None)
+            after = (in_use or max(generations, default=0)) + 1
+            relpath = acme_key_path(kind, after)
+            key = self._key(relpath, functools.partial(_new_server_key, kind))
+            source = acme_key_path(kind, in_use) if in_use else cert_path
+            current.append(TlsaKey(kind, "current", served, source))
+            following.append(TlsaKey(kind, "next", _spki_sha256(key), relpath))
+        return (*current, *following)
+
+    def _generations(self, kind: str) -> dict[int, str]:
+        """Generation number → SPKI digest of every key of one kind under acme/keys."""
+        folder = self.root / ACME_KEYS
+        paths = {p.name for p in folder.glob(f"{kind}-*.key")} if folder.is_dir() else set()
+        paths |= {Path(p).name for p in self._pending if p.startswith(f"{ACME_KEYS}/{kind}-")}
+        found = {}
+        for name in paths:
+            number = name.removeprefix(f"{kind}-").removesuffix(".key")
+            if number.isdigit():
+                found[int(number)] = _spki_sha256(self._key(f"{ACME_KEYS}/{name}", lambda: _no_key()))
+        return dict(sorted(found.items()))
+
     def _tlsa(self, site: Site) -> tuple[TlsaKey, ...]:
         """DANE pins: the server keys in use, then the next ones (created once, never rotated
         by a render) so that a renewal switching to them is already published (RFC 7671 §8.1)."""
         if site.tls.mode == "files":
             return _cert_file_tlsa(site.tls.cert_file)
+        if site.tls.mode == "acme":
+            return self._acme_tlsa()
         roles: tuple[tuple[Literal["current", "next"], str], ...] = (("current", ""), ("next", "next-"))
         pins = []
         for role, prefix in roles:
@@ -320,6 +406,14 @@ def _write_new(target: Path, content: bytes) -> None:
         os.link(tmp, target)  # atomic and refuses to overwrite
     finally:
         tmp.unlink()
+
+
+def acme_key_path(kind: str, generation: int) -> str:
+    return f"{ACME_KEYS}/{kind}-{generation:04d}.key"
+
+
+def _no_key() -> PrivateKey:
+    raise StateError("a listed key file vanished while it was read")
 
 
 def _json(data: object) -> bytes:

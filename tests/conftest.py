@@ -34,7 +34,7 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
 
 
-def fake_state(domains: tuple[str, ...]) -> StateView:
+def fake_state(domains: tuple[str, ...], tls_mode: str = "selfsigned") -> StateView:
     """A state view with fixed public keys, so rendered trees can be compared byte for byte."""
     dkim = tuple(
         DkimKey(
@@ -54,6 +54,12 @@ def fake_state(domains: tuple[str, ...]) -> StateView:
         "rsa_cert": "tls/HOST/rsa.crt",
         "rsa_key": "tls/HOST/rsa.key",
     }
+    if tls_mode == "acme":
+        tls = {"ca_cert": "tls/ca.crt"} | {
+            f"{kind}_{role}": f"acme/tls/live/{kind}.{suffix}"
+            for kind in ("ecdsa", "rsa")
+            for role, suffix in (("key", "key"), ("cert", "crt"), ("pem", "pem"))
+        }
     roles: tuple[tuple[Literal["current", "next"], str], ...] = (("current", ""), ("next", "next-"))
     tlsa = tuple(
         TlsaKey(kind, role, f"{kind}{role}".encode().hex().ljust(64, "0"), f"tls/HOST/{prefix}{kind}.key")

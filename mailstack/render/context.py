@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import __version__
+from mailstack.render.acme import ACME_CA_BUNDLE, AcmeSettings, acme_settings
 from mailstack.render.web import WEB_HTTP_PORT, WEB_HTTPS_PORT, WebSettings, web_settings
 from mailstack.site.fields import format_size, rate_parts
 from mailstack.site.models import Site
@@ -109,6 +110,9 @@ CONTAINER_CAPS: dict[str, tuple[str, ...]] = {
     # Used by the entrypoint only (read the TLS keys, give copies to www-data, setpriv to it);
     # nginx itself, master included, runs as www-data without any capability.
     "web": ("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
+    # Root writing the state's acme/ (tls.mode acme); DAC_OVERRIDE only for a state directory
+    # that belongs to another user than root (mailstack run without root).
+    "acme": ("DAC_OVERRIDE",),
 }
 CONTAINER_MEMORY: dict[str, str] = {
     "postfix": "512m",
@@ -118,6 +122,7 @@ CONTAINER_MEMORY: dict[str, str] = {
     "guard": "64m",
     "fence": "64m",
     "web": "64m",
+    "acme": "128m",
 }
 CONTAINER_PIDS: dict[str, int] = {
     "postfix": 512,
@@ -127,6 +132,7 @@ CONTAINER_PIDS: dict[str, int] = {
     "guard": 32,
     "fence": 16,
     "web": 32,
+    "acme": 16,
 }
 # Redis keeps this much data at most (Rspamd's rate limits, history, Bayes), below its memory limit.
 REDIS_MAXMEMORY = "192mb"
@@ -282,6 +288,7 @@ class Context:
     lmtp_concurrency: int
     auth_ban: AuthBanSettings
     web: WebSettings
+    acme: AcmeSettings
 
     def as_template_vars(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -312,7 +319,7 @@ def build_context(
         dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),
         tls_pairs=pairs,
-        tls_chain_files=chain_files(pairs),
+        tls_chain_files=chain_files(pairs, state),
         tls_policy=tls_policy(site),
         secrets=service_secrets,
         secret_files=sorted(
@@ -332,6 +339,7 @@ def build_context(
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
         auth_ban=auth_ban_settings(site),
         web=web_settings(site, [(p.cert, p.key) for p in pairs], web_tls_protocols(site)),
+        acme=acme_settings(site, state_rel, STATE_MOUNT),
     )
 
 
@@ -461,8 +469,13 @@ def tls_pairs(site: Site, state: StateView) -> list[TlsPair]:
     ]
 
 
-def chain_files(pairs: list[TlsPair]) -> str:
-    """smtpd_tls_chain_files: each key followed by its certificate chain."""
+def chain_files(pairs: list[TlsPair], state: StateView) -> str:
+    """smtpd_tls_chain_files: each key followed by its certificate chain. With tls.mode acme,
+    files with both (the acme service replaces each by one rename, so a new smtpd never
+    reads a key without its certificate)."""
+    combined = [state.tls_files.get(f"{kind}_pem") for kind in ("ecdsa", "rsa")]
+    if all(combined):
+        return ", ".join(f"{STATE_MOUNT}/{path}" for path in combined)
     return ", ".join(f"{p.key}, {p.cert}" for p in pairs)
 
 
@@ -499,6 +512,8 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
             Secret("tls_cert", str(site.tls.cert_file), f"{TLS_FILES_DIR}/cert.pem"),
             Secret("tls_key", str(site.tls.key_file), f"{TLS_FILES_DIR}/key.pem"),
         ]
+    elif site.tls.mode == "acme":
+        tls = []  # a read-only mount of the state's acme/tls (the acme service switches files in it)
     else:
         tls = [
             Secret(f"tls_{role}", f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")
@@ -507,6 +522,10 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
         ]
     out: dict[str, list[Secret]] = {"postfix": list(tls), "dovecot": list(tls), "rspamd": [], "redis": []}
     out["web"] = list(tls)
+    acme = site.tls.acme
+    out["acme"] = []
+    if acme is not None and acme.ca_bundle is not None:
+        out["acme"].append(Secret("acme_ca_bundle", acme.ca_bundle, ACME_CA_BUNDLE))
     for key in state.dkim:
         out["rspamd"].append(
             Secret(

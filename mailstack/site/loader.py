@@ -30,6 +30,11 @@ def load_site(path: Path) -> Site:
 def _anchor_paths(site: Site, base: Path) -> Site:
     """Relative file paths in the site mean: relative to the site file (and ~ is home)."""
     tls = site.tls
+    if tls.acme is not None and tls.acme.ca_bundle is not None:
+        bundle = str(base / Path(tls.acme.ca_bundle).expanduser())
+        acme = tls.acme.model_copy(update={"ca_bundle": bundle})
+        site = site.model_copy(update={"tls": tls.model_copy(update={"acme": acme})})
+        tls = site.tls
     if tls.cert_file is None or tls.key_file is None:
         return site
     anchored = {

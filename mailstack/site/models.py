@@ -82,13 +82,49 @@ class Network(Model):
     ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
 
 
+# ACME directories known by name (tls.acme.directory_url takes a name or a URL).
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+class Acme(Model):
+    """Certificates from an ACME CA (RFC 8555), for the hostname and every domain's web names."""
+
+    email: Address = Field(description="Account contact: the CA's expiry and incident notices.")
+    directory_url: str = Field(
+        default="letsencrypt",
+        pattern=r"^(letsencrypt|letsencrypt-staging|https://[^\s/]+(/\S*)?)$",
+        description=(
+            "The CA's ACME directory: an https:// URL, or letsencrypt (production, the "
+            "default) or letsencrypt-staging."
+        ),
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        description="PEM file with an extra root to trust for the directory's HTTPS (a private CA).",
+    )
+    challenge: Literal["http-01"] = Field(
+        default="http-01", description="http-01: answered by the web service on the http port."
+    )
+
+    @property
+    def directory(self) -> str:
+        return ACME_DIRECTORIES.get(self.directory_url, self.directory_url)
+
+
 class TLS(Model):
-    mode: Literal["selfsigned", "files"] = Field(
+    mode: Literal["selfsigned", "files", "acme"] = Field(
         default="selfsigned",
-        description="selfsigned: a local CA in the state directory; files: cert_file and key_file.",
+        description=(
+            "selfsigned: a local CA in the state directory; files: cert_file and key_file; "
+            "acme: certificates from an ACME CA (tls.acme), renewed and reloaded by the stack."
+        ),
     )
     cert_file: str | None = Field(default=None, description="PEM certificate chain (mode files).")
     key_file: str | None = Field(default=None, description="PEM private key (mode files).")
+    acme: Acme | None = Field(default=None, description="ACME settings (mode acme).")
     profile: Literal["intermediate", "modern"] = Field(
         default="intermediate",
         description=(
@@ -105,6 +141,10 @@ class TLS(Model):
             raise ValueError("tls.mode 'files' needs both cert_file and key_file")
         if self.mode != "files" and given:
             raise ValueError(f"cert_file and key_file only apply to tls.mode 'files', not {self.mode!r}")
+        if self.mode == "acme" and self.acme is None:
+            raise ValueError("tls.mode 'acme' needs tls.acme (at least its email)")
+        if self.mode != "acme" and self.acme is not None:
+            raise ValueError(f"tls.acme only applies to tls.mode 'acme', not {self.mode!r}")
         return self
 
 
@@ -332,6 +372,7 @@ class Site(Model):
         if not duplicates:  # with an address defined twice, loops are ill-defined
             yield from self._alias_loops()
         yield from self._port_clashes()
+        yield from self._acme_needs_http()
         yield from self._size_against_quota()
         yield from self._exempt_everyone()
         yield from self._probe_address_taken()
@@ -426,6 +467,13 @@ class Site(Model):
                     f"port {port} is already published for {owner[port]}",
                 )
             owner.setdefault(port, name)
+
+    def _acme_needs_http(self) -> Iterator[tuple[Loc, str]]:
+        if self.tls.mode == "acme" and self.network.ports.http is None:
+            yield (
+                ("network", "ports", "http"),
+                "tls.mode acme answers the CA's http-01 challenges on the http port; publish it",
+            )
 
     def _size_against_quota(self) -> Iterator[tuple[Loc, str]]:
         quotas = [(m.quota, m.address) for m in self.mailboxes if m.quota is not None]

@@ -176,7 +176,7 @@ def test_tls_pairs_offer_ecdsa_first_then_rsa() -> None:
         TlsPair(key=f"{STATE_MOUNT}/tls/HOST/ecdsa.key", cert=f"{STATE_MOUNT}/tls/HOST/ecdsa.crt"),
         TlsPair(key=f"{STATE_MOUNT}/tls/HOST/rsa.key", cert=f"{STATE_MOUNT}/tls/HOST/rsa.crt"),
     ]
-    assert chain_files(pairs) == (
+    assert chain_files(pairs, fake_state(("ctx.example",))) == (
         f"{STATE_MOUNT}/tls/HOST/ecdsa.key, {STATE_MOUNT}/tls/HOST/ecdsa.crt, "
         f"{STATE_MOUNT}/tls/HOST/rsa.key, {STATE_MOUNT}/tls/HOST/rsa.crt"
     )
@@ -193,7 +193,8 @@ def test_tls_files_mode_mounts_the_operators_files_where_the_configs_look() -> N
     )
     pairs = tls_pairs(files, fake_state(("ctx.example",)))
     assert pairs == [TlsPair(key="/run/mailstack/tls/key.pem", cert="/run/mailstack/tls/cert.pem")]
-    assert chain_files(pairs) == "/run/mailstack/tls/key.pem, /run/mailstack/tls/cert.pem"
+    chain = chain_files(pairs, fake_state(("ctx.example",)))
+    assert chain == "/run/mailstack/tls/key.pem, /run/mailstack/tls/cert.pem"
     tls = [
         Secret("tls_cert", "/etc/ssl/mail/fullchain.pem", "/run/mailstack/tls/cert.pem"),
         Secret("tls_key", "/etc/ssl/mail/privkey.pem", "/run/mailstack/tls/key.pem"),

@@ -23,7 +23,7 @@ def planned_tree(example: Path) -> dict[str, bytes]:
     base = Path("/srv/sites")
     files = plan_files(
         site,
-        fake_state(site.domain_names),
+        fake_state(site.domain_names, site.tls.mode),
         base / ".mailstack" / site.site,
         base / "build" / site.site,
     )
