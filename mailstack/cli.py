@@ -18,7 +18,7 @@ from rich.table import Table
 from mailstack import __version__, engine
 from mailstack.audit import SECTIONS as AUDIT_SECTIONS
 from mailstack.audit import run_audit
-from mailstack.check import CheckReport, run_check
+from mailstack.check import CheckReport, certificate, run_check
 from mailstack.deploy import DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.dns import FORMATS as DNS_FORMATS
@@ -76,6 +76,10 @@ VaultFile = Annotated[
 ]
 images_app = typer.Typer(help="Build the service images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+tls_app = typer.Typer(
+    help="The site's certificates: what is served, and ACME renewals (tls.mode acme).", no_args_is_help=True
+)
+app.add_typer(tls_app, name="tls")
 vault_app = typer.Typer(
     help="Encrypt the state for git with ansible-vault, or decrypt it.", no_args_is_help=True
 )
@@ -237,6 +241,8 @@ def up(
     )
     for protocol, where, security in engine.endpoints(project.site):
         out.print(f"  {protocol:<12} {where:<22} {security}")
+    for line in certificate.summary(project.site, _state_reader(project)):
+        out.print(f"  {line}", markup=False)
     if check:
         _show_check(run_check(project.site, project.state_dir), as_json=False)
 
@@ -520,6 +526,52 @@ def vault_decrypt(
     project = _project(site, None, state)
     result = decrypt_state(project.state_dir, Vault(vault_password_file))
     out.print(f"decrypted {len(result.changed)} files in {project.state_dir} ({result.skipped} were plain)")
+
+
+@tls_app.command("status")
+@user_errors
+def tls_status(site: SitePath, output: OutDir = None, state: StateDir = None) -> None:
+    """What the services are given: issuer and expiry per key type; with acme, the last attempt,
+    its error, the next retry and the renewal times."""
+    project = _project(site, output, state)
+    for line in certificate.summary(project.site, _state_reader(project)):
+        out.print(line, markup=False)
+
+
+@tls_app.command("renew")
+@user_errors
+def tls_renew(
+    site: SitePath,
+    force: Annotated[
+        bool, typer.Option("--force", help="Renew now even certificates that are not due (next key).")
+    ] = False,
+    output: OutDir = None,
+    state: StateDir = None,
+) -> None:
+    """Ask the running acme service for an attempt now (it ignores the back-off); exit 1 when it
+    fails. The services reload the new certificates by themselves."""
+    project = _project(site, output, state)
+    if project.site.tls.mode != "acme":
+        raise UserError(f"{site}: tls.mode is {project.site.tls.mode}; only tls.mode acme renews")
+    ok, report = engine.acme_renew(project, force=force)
+    last = report.get("last_attempt") or {}
+    for kind, entry in sorted((report.get("certificates") or {}).items()):
+        out.print(
+            f"{kind}: serial {entry.get('serial')} from {entry.get('issuer')}, valid until "
+            f"{entry.get('not_after')} (key {entry.get('key')})",
+            markup=False,
+        )
+    if not ok:
+        raise UserError(f"ACME attempt failed: {last.get('error') or 'see `mailstack logs SITE acme`'}")
+    out.print(f"renewed: {last.get('reasons') or 'nothing was due'}", markup=False)
+
+
+def _state_reader(project: engine.Project) -> certificate.Reader:
+    def read(relpath: str) -> bytes | None:
+        path = project.state_dir / relpath
+        return path.read_bytes() if path.is_file() else None
+
+    return read
 
 
 @app.command()

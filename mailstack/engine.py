@@ -22,11 +22,12 @@ from typing import Any
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render import plan_files
+from mailstack.render.acme import ACME_CONFIG_DIR
 from mailstack.render.context import STATE_MOUNT
 from mailstack.render.web import web_enabled
 from mailstack.render.writer import Action, Change, diff, with_manifest, write
 from mailstack.site.models import Site
-from mailstack.state import State
+from mailstack.state import ACME_STATUS, State
 from mailstack.vault import is_encrypted_state
 
 Say = Callable[[str], None]
@@ -56,6 +57,8 @@ RELOAD: dict[str, list[str]] = {
     # Reads acme.toml at start only; its state is on disk, so a restart loses nothing.
     "acme": ["restart", "acme"],
 }
+# How long `up` waits for the acme service's first attempt (an http-01 order takes seconds).
+ACME_FIRST_WAIT = 90.0
 # Services that read the server certificates: reloaded when the state re-issued one.
 TLS_SERVICES = ("postfix", "dovecot", "web")
 # Where a service's rendered files are, when not in config/<service>/.
@@ -153,8 +156,41 @@ def up(
     run_compose_up(project)
     result.reloaded = reload_changed(project, changed, before, say, also=recertified)
     wait_healthy(project, timeout, say)
+    if project.site.tls.mode == "acme":
+        wait_first_acme_attempt(project, ACME_FIRST_WAIT, say)
     result.seconds = time.monotonic() - started
     return result
+
+
+def wait_first_acme_attempt(project: Project, timeout: float, say: Say) -> None:
+    """On a first start, wait (bounded) for the acme service's first attempt, so that `up`
+    reports its outcome; the stack serves its temporary certificate meanwhile."""
+    status = project.state_dir / ACME_STATUS
+    deadline = time.monotonic() + timeout
+    said = False
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(status.read_text(encoding="utf-8")).get("last_attempt"):
+                return
+        except (OSError, ValueError, AttributeError):
+            pass
+        if not said:
+            say(f"waiting up to {timeout:.0f}s for the acme service's first attempt")
+            said = True
+        time.sleep(1)
+    say(f"the acme service made no attempt within {timeout:.0f}s; see `mailstack logs SITE acme`")
+
+
+def acme_renew(project: Project, *, force: bool) -> tuple[bool, dict[str, Any]]:
+    """One attempt of the running acme service now; returns (ok, its report)."""
+    command = ["exec", "-T", "acme", "mailstack-acme", "renew", f"{ACME_CONFIG_DIR}/acme.toml"]
+    run = project.compose(*command, *(["--force"] if force else []), timeout=900)
+    try:
+        report = json.loads(run.stdout)
+    except ValueError:
+        detail = run.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise EngineError(f"the acme service did not answer (is the stack up?): {detail[0]}") from None
+    return run.returncode == 0 and bool(report.get("ok")), report
 
 
 def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None:

@@ -42,12 +42,16 @@ def client_host(site: Site) -> str:
 
 
 def tls_context(site: Site, state_dir: Path) -> ssl.SSLContext:
-    """Verify the chain (against the site's CA when self-signed). The name is checked by
-    :func:`check_name`, since the stack is reached by address, not by its hostname."""
-    cafile = str(state_dir / "tls" / "ca.crt") if site.tls.mode == "selfsigned" else None
-    context = ssl.create_default_context(cafile=cafile)
-    context.check_hostname = False
-    return context
+    """Verify the chain (against the site's CA when self-signed, or the issuers of the acme
+    service's certificates). The name is checked by :func:`check_name`, since the stack is
+    reached by address, not by its hostname."""
+    from mailstack.check.certificate import tls_context as site_tls_context
+
+    def read(relpath: str) -> bytes | None:
+        path = state_dir / relpath
+        return path.read_bytes() if path.is_file() else None
+
+    return site_tls_context(site, read)
 
 
 def check_name(sock: ssl.SSLSocket, hostname: str) -> None:

@@ -7,16 +7,16 @@ host from here, and from a machine outside the site's DNS).
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mailstack.audit.shell import Shell
-from mailstack.check import published, roundtrip, transport, web
+from mailstack.check import certificate, published, roundtrip, transport, web
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
+from mailstack.deploy import HOST_ROOT
 from mailstack.dns import site_records
 from mailstack.errors import UserError
 from mailstack.probe import client_host
@@ -47,7 +47,9 @@ def run_check(
     state = State(state_dir, write=False, vault=vault)
     password = state.probe_password()
     records = site_records(site, state_dir, vault=vault).records
-    context = _tls_context(site, state)
+    read = state_reader(site, state, target, site_dir)
+    context = certificate.tls_context(site, read)
+    report.results += certificate.acme_results(site, read)
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:
@@ -62,13 +64,21 @@ def run_check(
     return report
 
 
-def _tls_context(site: Site, state: State) -> ssl.SSLContext:
-    """Verify chains against the site's CA (read through the state: it may be vaulted), or the
-    system's roots for operator certificates; names are checked per port."""
-    cadata = state.read("tls/ca.crt").decode() if site.tls.mode == "selfsigned" else None
-    context = ssl.create_default_context(cadata=cadata)
-    context.check_hostname = False
-    return context
+def state_reader(site: Site, state: State, target: Host | None, site_dir: Path) -> certificate.Reader:
+    """Files of the state, read through it (it may be vaulted); on a deployed host, what the
+    acme service wrote there (acme/) is read from the host's state over SSH."""
+    shell = Shell(target, site_dir) if target is not None else None
+
+    def read(relpath: str) -> bytes | None:
+        if shell is not None and relpath.startswith("acme/"):
+            run = shell.run("cat", str(HOST_ROOT / site.site / "state" / relpath))
+            return run.stdout.encode() if run.returncode == 0 else None
+        try:
+            return state.read(relpath)
+        except FileNotFoundError:
+            return None
+
+    return read
 
 
 @contextmanager

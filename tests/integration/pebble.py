@@ -252,6 +252,10 @@ class Pebble:
         _docker("rm", "--force", "--volumes", self.name, check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the container, keeping it (and its ports and certificates) for ``restart``."""
+        _docker("stop", "--time", "5", self.name)
+
     def restart(self, timeout: float = READY_TIMEOUT) -> None:
         """Restart the same container (same ports and listener certificate, new issuing CA)."""
         _docker("restart", "--time", "5", self.name)

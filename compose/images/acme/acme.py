@@ -323,7 +323,13 @@ class Client(client.ClientV2):
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         identifiers = [{"type": "dns", "value": n} for n in names.get_values_for_type(x509.DNSName)]
         order = ReplacingOrder(identifiers=identifiers, replaces=replaces)
-        response = self._post(self.directory["newOrder"], order)
+        try:
+            response = self._post(self.directory["newOrder"], order)
+        except messages.Error as exc:
+            # A certificate of another CA (the directory changed) or one replaced already:
+            # an ordinary order then.
+            log.warning("newOrder replacing %s refused (%s); ordering without replaces", replaces, short(exc))
+            return self.new_order(csr_pem)
         body = messages.Order.from_json(response.json())
         authorizations = [
             self._authzr_from_response(self._post_as_get(url), uri=url) for url in body.authorizations
