@@ -320,7 +320,7 @@ def down(
 @app.command()
 @user_errors
 def status(site: SitePath, output: OutDir = None, state: StateDir = None) -> None:
-    """Show each service's state, health and published ports."""
+    """Show each service's state, health and published ports, and the certificates."""
     project = _project(site, output, state)
     rows = engine.status(project)
     if not rows:
@@ -328,6 +328,8 @@ def status(site: SitePath, output: OutDir = None, state: StateDir = None) -> Non
         raise typer.Exit(3)
     for row in rows:
         out.print(f"{row['service']:<10} {row['state']:<10} {row['health']:<10} {row['ports']}")
+    for line in certificate.summary(project.site, _state_reader(project)):
+        out.print(line, markup=False)
 
 
 @app.command()
@@ -600,9 +602,10 @@ def _project(site: Path, output: Path | None, state: Path | None) -> engine.Proj
 def connect_help(project: engine.Project, user: str) -> str:
     lines = [f"Connect a mail client to {project.site.hostname} (or the address below) as {user}:"]
     lines += [f"  {p:<12} {where:<22} {sec}" for p, where, sec in engine.endpoints(project.site)]
-    lines.append(
-        f"  The TLS certificate is signed by the site's own CA: {project.state_dir / 'tls' / 'ca.crt'}"
-    )
+    if project.site.tls.mode == "selfsigned":
+        lines.append(
+            f"  The TLS certificate is signed by the site's own CA: {project.state_dir / 'tls' / 'ca.crt'}"
+        )
     lines.append(
         "  Passwords: only hashes are stored; the demo's are listed at the top of examples/demo.yaml."
     )

@@ -124,6 +124,9 @@ def deploy(
         "mailstack_stack_images_mode": options.images,
         # Encrypted state goes through Ansible's copy module, which decrypts it on the way.
         "mailstack_stack_state_vaulted": vault is not None,
+        # The top of the state directory, for that copy (acme/ is copied without replacing).
+        "mailstack_stack_state_entries": sorted(p.name for p in state_dir.iterdir()),
+        "mailstack_stack_acme": (state_dir / "acme").is_dir(),
     }
     if options.images == "load":
         # Such hosts reach no registry and no mirror: install from their apt cache only.
@@ -139,12 +142,23 @@ def deploy(
         if options.bootstrap_base:
             extra["mailstack_stack_base_bootstrap"] = True
             extra.setdefault("mailstack_stack_base_image", "mailstack/base:trixie")
+    # tls.mode acme: the hosts' acme/ comes back here, then into the state (adopt_acme).
+    pulled = out_dir.with_name(out_dir.name + ".acme-pulled")
+    shutil.rmtree(pulled, ignore_errors=True)
+    if site.tls.mode == "acme":
+        extra["mailstack_acme_pull_dir"] = str(pulled.resolve())
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="mailstack-vars-", delete=False) as handle:
         json.dump(extra, handle)
     try:
-        return run_playbook(out_dir / "ansible" / "inventory.yml", Path(handle.name), options, say)
+        result = run_playbook(out_dir / "ansible" / "inventory.yml", Path(handle.name), options, say)
+        if pulled.is_dir():
+            taken = State(state_dir, vault=vault).adopt_acme(pulled)
+            if taken:
+                say(f"state: took {len(taken)} file(s) of the host's acme service: {', '.join(taken)}")
+        return result
     finally:
         Path(handle.name).unlink()
+        shutil.rmtree(pulled, ignore_errors=True)  # it held private keys in plain text
 
 
 def run_playbook(inventory: Path, extra_vars: Path, options: DeployOptions, say: Say) -> DeployResult:

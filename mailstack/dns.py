@@ -318,6 +318,13 @@ def notes(site: Site, view: StateView) -> Iterator[str]:
             )
         else:
             yield f"cannot read a certificate from {site.tls.cert_file}: no TLSA record for {site.hostname}"
+    if site.tls.mode == "acme":
+        yield (
+            "tls.mode acme: TLSA pins the keys in use and the keys the next renewal switches to. "
+            "A renewal makes a new next key: run `mailstack dns` again after it (for a server, "
+            "after the next `mailstack deploy`, which brings its keys back) and publish the new "
+            "TLSA record before the following renewal; `mailstack check --dns` warns until then."
+        )
     listed = set(site.domain_names)
     for entry in site.domains:
         for address in dmarc_rua(site, effective_dmarc(site, entry)):

@@ -366,13 +366,14 @@ class State:
             (self.root.parent / parent).mkdir(mode=0o700, exist_ok=True)
         _write_new(target, content)
 
-    def _reissue(self, relpath: str, cert: x509.Certificate) -> None:
-        """Replace a certificate (public data) by one for the same key with more names.
+    def _reissue(self, relpath: str, cert: x509.Certificate | bytes) -> None:
+        """Replace a certificate (public data) by one for the same key with more names (or a
+        file the acme service of a host rewrote).
 
         Written in place, keeping the inode: compose binds each secret file into the
         containers by inode, so a rename would leave them reading the old certificate.
         """
-        content = cert.public_bytes(serialization.Encoding.PEM)
+        content = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.PEM)
         self.changes.reissued.append(relpath)
         target = self.root / relpath
         if not self.write:
@@ -385,6 +386,28 @@ class State:
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
+
+    def adopt_acme(self, pulled: Path) -> list[str]:
+        """Take what a host's acme service wrote (its acme/, copied back by `mailstack deploy`):
+        key generations it made are added (a key here is never replaced), the live
+        certificates, its status and account are replaced (the host's are newer). So
+        `mailstack dns` pins what the host serves and the key it will switch to next."""
+        taken = []
+        for path in sorted(p for p in pulled.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            relpath = f"acme/{path.relative_to(pulled).as_posix()}"
+            content = path.read_bytes()
+            if (self.root / relpath).exists():
+                if relpath.startswith(f"{ACME_KEYS}/") or relpath == ACME_ACCOUNT_KEY:
+                    continue
+                if self.read(relpath) == content:
+                    continue
+                self._reissue(relpath, content)
+            else:
+                self._create(relpath, lambda content=content: content)  # type: ignore[misc]
+            taken.append(relpath)
+        if self.write:
+            self._tighten_modes()
+        return taken
 
     def _tighten_modes(self) -> None:
         for path in [self.root, *sorted(self.root.rglob("*"))]:

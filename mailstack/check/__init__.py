@@ -55,7 +55,10 @@ def run_check(
         if "smtp" in endpoints:
             report.results.append(transport.relay_result(endpoints["smtp"]))
             tlsa = {r.value.split()[-1].lower() for r in records if r.type == "TLSA"}
-            report.results.append(transport.tlsa_result(endpoints["smtp"], tlsa))
+            served = transport.served_keys(endpoints["smtp"])
+            report.results.append(transport.tlsa_result(tlsa, served))
+            if resolver is not None and tlsa and isinstance(served, dict):
+                report.results.append(published.dane_result(records, served, resolver))
         report.results += web.web_results(site, endpoints, context)
         report.results += roundtrip.round_trip(site, endpoints, context, password, records)
     if resolver is not None:

@@ -276,11 +276,9 @@ def relay_result(endpoint: Endpoint) -> Result:
     )
 
 
-def tlsa_result(endpoint: Endpoint, tlsa: set[str]) -> Result:
-    """DANE: the keys port 25 serves (ECDSA, and RSA for clients without ECDSA) are among the
-    TLSA 3 1 1 records `mailstack dns` prints."""
-    if not tlsa:
-        return passed("TLSA", "the site publishes no TLSA records (its certificate is the operator's)")
+def served_keys(endpoint: Endpoint) -> dict[str, str] | Result:
+    """The TLSA 3 1 1 value of each key port 25 serves (ECDSA, and RSA for clients without
+    ECDSA), or the failed result when a handshake fails."""
     served: dict[str, str] = {}
     for kind, ciphers in (("ECDSA", "ECDHE-ECDSA-AES128-GCM-SHA256"), ("RSA", "ECDHE-RSA-AES128-GCM-SHA256")):
         tls12 = _tls12_context(ciphers)
@@ -298,6 +296,15 @@ def tlsa_result(endpoint: Endpoint, tlsa: set[str]) -> Result:
             )
         if der:
             served[kind] = spki_sha256(der)
+    return served
+
+
+def tlsa_result(tlsa: set[str], served: dict[str, str] | Result) -> Result:
+    """DANE: the keys port 25 serves are among the TLSA 3 1 1 records `mailstack dns` prints."""
+    if not tlsa:
+        return passed("TLSA", "the site publishes no TLSA records (its certificate is the operator's)")
+    if isinstance(served, Result):
+        return served
     missing = {kind: digest for kind, digest in served.items() if digest not in tlsa}
     if not served or missing:
         return failed(

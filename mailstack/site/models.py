@@ -89,6 +89,10 @@ ACME_DIRECTORIES = {
 }
 
 
+# Names per certificate that Let's Encrypt (and most ACME CAs) accept.
+ACME_MAX_NAMES = 100
+
+
 class Acme(Model):
     """Certificates from an ACME CA (RFC 8555), for the hostname and every domain's web names."""
 
@@ -469,10 +473,25 @@ class Site(Model):
             owner.setdefault(port, name)
 
     def _acme_needs_http(self) -> Iterator[tuple[Loc, str]]:
-        if self.tls.mode == "acme" and self.network.ports.http is None:
+        if self.tls.mode != "acme":
+            return
+        if self.network.ports.http is None:
             yield (
                 ("network", "ports", "http"),
                 "tls.mode acme answers the CA's http-01 challenges on the http port; publish it",
+            )
+        if len(self.hosts) > 1:
+            yield (
+                ("hosts", 1),
+                "tls.mode acme orders certificates on the host itself; with several hosts each "
+                "would hold other keys than DNS pins (TLSA): one host per site, or tls.mode files",
+            )
+        names = 1 + 3 * len(self.domains)
+        if names > ACME_MAX_NAMES:
+            yield (
+                ("domains",),
+                f"tls.mode acme puts {names} names in one certificate (hostname, and mta-sts, "
+                f"autoconfig and autodiscover per domain); CAs allow {ACME_MAX_NAMES} at most",
             )
 
     def _size_against_quota(self) -> Iterator[tuple[Loc, str]]:

@@ -15,7 +15,7 @@ import dns.rrset
 import pytest
 from typer.testing import CliRunner
 
-from mailstack.check.published import dns_results, resolver_for
+from mailstack.check.published import dane_result, dns_results, resolver_for
 from mailstack.check.roundtrip import selectable_folders
 from mailstack.cli import app
 from mailstack.dns import Record
@@ -86,10 +86,27 @@ def test_published_records_pass_and_missing_ones_fail_with_the_fix(stub_dns: tup
     results = {r.probe: r for r in dns_results(records, address)}
     assert results["DNS MX ex.test"].status == "pass"
     assert results["DNS TXT s1._domainkey.ex.test"].status == "pass"
-    assert results["DNS TLSA _25._tcp.mail.ex.test"].status == "fail"
+    # A next key not yet published warns: it matters at the renewal that switches to it.
+    assert results["DNS TLSA _25._tcp.mail.ex.test"].status == "warn"
     assert "3 1 1 cdcd" in results["DNS TLSA _25._tcp.mail.ex.test"].reason
     assert results["DNS TXT _dmarc.ex.test"].status == "fail"
     assert "mailstack dns" in results["DNS TXT _dmarc.ex.test"].fix
+
+
+def test_dane_warns_when_the_published_tlsa_no_longer_pins_the_served_key(stub_dns: tuple[str, Zone]) -> None:
+    address, zone = stub_dns
+    records = (
+        record("_25._tcp.mail.ex.test", "TLSA", "3 1 1 " + "ab" * 32),
+        record("_25._tcp.mail.ex.test", "TLSA", "3 1 1 " + "ef" * 32),
+    )
+    assert dane_result(records, {"ECDSA": "ab" * 32}, address).status == "pass"  # nothing published
+    zone[("_25._tcp.mail.ex.test", "TLSA")] = ["3 1 1 " + "AB" * 32]
+    assert dane_result(records, {"ECDSA": "ab" * 32}, address).status == "pass"
+    renewed = dane_result(records, {"ECDSA": "ab" * 32, "RSA": "ef" * 32}, address)
+    assert renewed.status == "warn"
+    assert "RSA efefefef" in renewed.reason
+    assert "ECDSA" not in renewed.reason
+    assert "mailstack dns" in renewed.fix
 
 
 def test_resolver_addresses_take_an_optional_port() -> None:
