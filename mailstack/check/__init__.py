@@ -50,6 +50,8 @@ def run_check(
     read = state_reader(site, state, target, site_dir)
     context = certificate.tls_context(site, read)
     report.results += certificate.acme_results(site, read)
+    if site.tls.acme is not None and target is None:
+        report.results.append(certificate.directory_result(site.tls.acme))
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:

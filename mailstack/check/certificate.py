@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailstack.check.results import Result, passed, warned
-from mailstack.site.models import Site
+from mailstack.site.models import Acme, Site
 from mailstack.state import ACME_LIVE, ACME_STATUS, SERVER_KINDS
 
 # Reads a file of the state (relative path); None when it is not there.
@@ -128,6 +129,28 @@ def acme_results(site: Site, read: Reader) -> list[Result]:
     if state.failing:
         return [warned("ACME", f"{seen}; {state.failure()}", fix)]
     return [passed("ACME", f"{seen}{state.renewal()}")]
+
+
+def directory_result(acme: Acme) -> Result:
+    """The CA's directory answers from here (checked locally only: a host reaches the CA its
+    own way). Without it the next renewal fails; the stack keeps its certificate meanwhile."""
+    context = ssl.create_default_context()
+    if acme.ca_bundle:
+        context.load_verify_locations(acme.ca_bundle)
+    try:
+        with urllib.request.urlopen(acme.directory, timeout=10, context=context) as response:  # noqa: S310 - https only (model)
+            directory = json.loads(response.read())
+        if not isinstance(directory, dict) or "newOrder" not in directory:
+            raise ValueError("no newOrder in it: not an ACME directory")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return warned(
+            "ACME directory",
+            f"cannot reach the ACME directory {acme.directory}: {reason}",
+            "renewals fail until it answers (the stack keeps its certificate); check the URL and the network",
+        )
+    ari = ", with ARI (renewalInfo)" if "renewalInfo" in directory else ""
+    return passed("ACME directory", f"{acme.directory} answers{ari}")
 
 
 def tls_context(site: Site, read: Reader) -> ssl.SSLContext:

@@ -275,6 +275,7 @@ def test_unreachable_ca_keeps_the_certificate_and_check_names_the_failure(acme_s
         assert results["ACME"]["status"] == "warn", results["ACME"]
         assert "cannot reach the ACME directory" in results["ACME"]["reason"]
         assert "next try at" in results["ACME"]["reason"]
+        assert results["ACME directory"]["status"] == "warn", results["ACME directory"]
         with acme_stack.imap(ALICE) as imap:
             assert imap.noop()[0] == "OK"
     finally:

@@ -50,6 +50,25 @@ def _service() -> ModuleType:
 service = _service()
 
 
+def self_signed(
+    key: ec.EllipticCurvePrivateKey, serial: int, aki: x509.AuthorityKeyIdentifier | None = None
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.org")])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=90))
+    )
+    if aki is not None:
+        builder = builder.add_extension(aki, critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
 def site_text(extra: str = "") -> str:
     return EXAMPLE.read_text() + extra
 
@@ -160,18 +179,7 @@ def test_after_a_renewal_to_the_next_key_dns_pins_it_and_a_new_next_key(tmp_path
     live = state / "acme" / "tls" / "live"
     key = serialization.load_pem_private_key((state / acme_key_path("ecdsa", 2)).read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.org")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=90))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, 7)
     (live / "ecdsa.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pins = {(p.kind, p.role): p for p in State(state).ensure(acme_site()).tlsa}
     assert pins[("ecdsa", "current")].spki_sha256 == spki(state / acme_key_path("ecdsa", 2))
@@ -229,25 +237,8 @@ def test_rendering_mounts_the_live_directory_and_runs_the_acme_service(tmp_path:
 
 # --- the acme service ------------------------------------------------------------------------------
 def test_ari_certificate_id_is_rfc_9773s_example() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.com")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(0x87654321)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.AuthorityKeyIdentifier(
-                bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), None, None
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    aki = x509.AuthorityKeyIdentifier(bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), None, None)
+    cert = self_signed(ec.generate_private_key(ec.SECP256R1()), 0x87654321, aki)
     assert service.ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
 
