@@ -364,7 +364,15 @@ class State:
         self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for parent in reversed(target.relative_to(self.root.parent).parents[:-1]):
             (self.root.parent / parent).mkdir(mode=0o700, exist_ok=True)
+        if self.vault is not None and self._vaulted():
+            # A state kept encrypted (for git) gets its new keys encrypted too, never in plain.
+            content = self.vault.encrypt(content)
         _write_new(target, content)
+
+    def _vaulted(self) -> bool:
+        """The state is kept encrypted: its first secret is (state.json never is)."""
+        marker = self.root / "secrets" / SECRET_NAMES[0]
+        return marker.exists() and marker.read_bytes().startswith(VAULT_HEADER)
 
     def _reissue(self, relpath: str, cert: x509.Certificate | bytes) -> None:
         """Replace a certificate (public data) by one for the same key with more names (or a

@@ -299,3 +299,19 @@ def test_failed_attempts_back_off_doubling_and_keep_the_certificate(tmp_path: Pa
     assert wait > 0
     assert json.loads((state / "acme" / "status.json").read_text())["failures"] == 4
     assert (state / "acme" / "tls" / "live" / "ecdsa.crt").read_bytes() == served
+
+
+def test_a_key_made_in_an_encrypted_state_is_encrypted_too(tmp_path: Path) -> None:
+    from mailstack.vault import Vault, encrypt_state
+
+    state = tmp_path / "state"
+    State(state).ensure(acme_site())
+    password = tmp_path / "vault-password"
+    password.write_text("correct horse\n")
+    vault = Vault(password)
+    encrypt_state(state, vault)
+    (state / acme_key_path("rsa", 2)).unlink()  # as if a renewal had to make the next key here
+    again = State(state, vault=vault)
+    again.ensure(acme_site())
+    assert again.changes.created == [acme_key_path("rsa", 2)]
+    assert (state / acme_key_path("rsa", 2)).read_bytes().startswith(b"$ANSIBLE_VAULT;")
