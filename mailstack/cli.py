@@ -18,8 +18,9 @@ from rich.table import Table
 from mailstack import __version__, engine
 from mailstack.audit import SECTIONS as AUDIT_SECTIONS
 from mailstack.audit import run_audit
-from mailstack.check import CheckReport, certificate, run_check
-from mailstack.deploy import DeployOptions
+from mailstack.audit.shell import Shell
+from mailstack.check import CheckReport, certificate, run_check, state_reader
+from mailstack.deploy import HOST_ROOT, DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.dns import FORMATS as DNS_FORMATS
 from mailstack.dns import format_json, format_table, format_zone, site_records
@@ -34,6 +35,7 @@ from mailstack.site.loader import load_site
 from mailstack.site.models import Host, Site
 from mailstack.site.schema import SCHEMA_RELPATH, schema_text, write_schema
 from mailstack.starter import create_starter
+from mailstack.state import State
 from mailstack.vault import Vault, decrypt_state, encrypt_state
 
 app = typer.Typer(
@@ -76,6 +78,7 @@ VaultFile = Annotated[
 ]
 images_app = typer.Typer(help="Build the service images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+TlsHost = Annotated[str | None, typer.Option("--host", help="A deployed host (its name in hosts), over SSH.")]
 tls_app = typer.Typer(
     help="The site's certificates: what is served, and ACME renewals (tls.mode acme).", no_args_is_help=True
 )
@@ -532,11 +535,18 @@ def vault_decrypt(
 
 @tls_app.command("status")
 @user_errors
-def tls_status(site: SitePath, output: OutDir = None, state: StateDir = None) -> None:
+def tls_status(site: SitePath, host: TlsHost = None, output: OutDir = None, state: StateDir = None) -> None:
     """What the services are given: issuer and expiry per key type; with acme, the last attempt,
     its error, the next retry and the renewal times."""
     project = _project(site, output, state)
-    for line in certificate.summary(project.site, _state_reader(project)):
+    target = _host(project.site, host, site)
+    if target is None:
+        read = _state_reader(project)
+    else:
+        read = state_reader(
+            project.site, State(project.state_dir, write=False), target, site.resolve().parent
+        )
+    for line in certificate.summary(project.site, read):
         out.print(line, markup=False)
 
 
@@ -547,6 +557,7 @@ def tls_renew(
     force: Annotated[
         bool, typer.Option("--force", help="Renew now even certificates that are not due (next key).")
     ] = False,
+    host: TlsHost = None,
     output: OutDir = None,
     state: StateDir = None,
 ) -> None:
@@ -555,7 +566,10 @@ def tls_renew(
     project = _project(site, output, state)
     if project.site.tls.mode != "acme":
         raise UserError(f"{site}: tls.mode is {project.site.tls.mode}; only tls.mode acme renews")
-    ok, report = engine.acme_renew(project, force=force)
+    target = _host(project.site, host, site)
+    remote = Shell(target, site.resolve().parent).run if target is not None else None
+    compose_file = str(HOST_ROOT / project.site.site / "live" / "compose.yaml")
+    ok, report = engine.acme_renew(project, force=force, remote=remote, remote_compose_file=compose_file)
     last = report.get("last_attempt") or {}
     for kind, entry in sorted((report.get("certificates") or {}).items()):
         out.print(

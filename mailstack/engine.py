@@ -181,10 +181,22 @@ def wait_first_acme_attempt(project: Project, timeout: float, say: Say) -> None:
     say(f"the acme service made no attempt within {timeout:.0f}s; see `mailstack logs SITE acme`")
 
 
-def acme_renew(project: Project, *, force: bool) -> tuple[bool, dict[str, Any]]:
-    """One attempt of the running acme service now; returns (ok, its report)."""
+def acme_renew(
+    project: Project,
+    *,
+    force: bool,
+    remote: Callable[..., subprocess.CompletedProcess[str]] | None = None,
+    remote_compose_file: str = "",
+) -> tuple[bool, dict[str, Any]]:
+    """One attempt of the running acme service now (here, or through ``remote``, a deployed
+    host's shell, whose compose file is ``remote_compose_file``); returns (ok, its report)."""
     command = ["exec", "-T", "acme", "mailstack-acme", "renew", f"{ACME_CONFIG_DIR}/acme.toml"]
-    run = project.compose(*command, *(["--force"] if force else []), timeout=900)
+    command += ["--force"] if force else []
+    if remote is None:
+        run = project.compose(*command, timeout=900)
+    else:
+        where = ["--project-name", project.name, "--file", remote_compose_file]
+        run = remote("docker", "compose", *where, *command, timeout=900)
     try:
         report = json.loads(run.stdout)
     except ValueError:

@@ -24,7 +24,7 @@ from mailstack.site.models import Host, Site
 from mailstack.state import State
 from mailstack.vault import Vault
 
-__all__ = ["CheckReport", "Result", "run_check"]
+__all__ = ["CheckReport", "Result", "run_check", "state_reader"]
 
 
 def run_check(
