@@ -32,9 +32,13 @@ from mailstack.state import VAULT_HEADER
 from mailstack.vault import Vault
 from tests.e2e.harness import Server, ansible_env, run
 
-#: Site ports -> the same port inside the server (reached via server.port(N)): the mail
-#: ports of the model's standard set (the e2e site publishes no web ports).
-STANDARD_PORTS = {name: port for name, port in MODEL_PORTS.items() if name not in ("http", "https")}
+#: Site ports -> the same port inside the server (reached via server.port(N)): the model's
+#: standard set, mail and web.
+STANDARD_PORTS = dict(MODEL_PORTS)
+#: The e2e site's ACME CA: nothing listens there (the server's own loopback). The host's acme
+#: service keeps the temporary certificate of the site's CA (which the clients here trust)
+#: and retries with back-off; the deploy paths of tls.mode acme are used all the same.
+UNANSWERED_CA = "https://127.0.0.1:9/directory"
 DEPLOY_TIMEOUT = 900.0
 MAIL_TIMEOUT = 30.0
 MAILSTACK = str(Path(sys.executable).with_name("mailstack"))
@@ -153,7 +157,7 @@ class Deployment:
             "hostname": self.hostname,
             "admin_email": entries[0]["address"],
             "network": {"bind": "0.0.0.0", "ports": STANDARD_PORTS},  # inside the server
-            "tls": {"mode": "selfsigned"},
+            "tls": {"mode": "acme", "acme": {"email": entries[0]["address"], "directory_url": UNANSWERED_CA}},
             "limits": {"message_size": "10M"},
             "domains": [{"name": self.domain}],
             "mailboxes": entries,

@@ -29,8 +29,9 @@ ROLES_DIR = ROOT / "playbooks" / "roles"
 
 IMAGE_REPO = "mailstack/e2e-server"
 LABEL = "org.mailstack.e2e-server"
-#: SMTP, submissions, submission, IMAP, IMAPS, POP3, POP3S, ManageSieve.
-MAIL_PORTS = (25, 465, 587, 143, 993, 110, 995, 4190)
+#: SMTP, submissions, submission, IMAP, IMAPS, POP3, POP3S, ManageSieve, and the web
+#: service's HTTP (ACME http-01) and HTTPS.
+MAIL_PORTS = (25, 465, 587, 143, 993, 110, 995, 4190, 80, 443)
 READY_TIMEOUT = 90.0
 #: Always in the image's apt cache, whatever the roles' defaults say (lynis: the hardening
 #: tests install it on a deployed server).

@@ -185,6 +185,13 @@ class TestDeployLifecycle:
             "the state on the server is not plain"
         )
 
+        # tls.mode acme: the host's acme service tried the CA and failed; its acme/ came back
+        # into the controller's (encrypted) state, and the check named the failure.
+        status = json.loads(site.state_text("acme/status.json"))
+        assert "cannot reach the ACME directory" in status["last_attempt"]["error"], status
+        assert status["failures"] >= 1
+        assert re.search(r"\bACME\b", result.output), result.output[-3000:]
+
         # Secrets never reach the console, not even with --diff.
         for name in ("secrets/redis", "secrets/rspamd_controller", "tls/ca.key"):
             for line in site.state_text(name).splitlines():
@@ -314,11 +321,20 @@ class TestDeployLifecycle:
         needs(site, "deployed")
         assert site.vault_password_file is not None
         before = site.containers()
+        # What the host's acme service makes after a renewal: a key generation the controller
+        # lacks. A deploy must keep it on the host and take it into the state.
+        keys = f"{site.host_root}/state/acme/keys"
+        site.on_server(f"cp -p {keys}/ecdsa-0002.key {keys}/ecdsa-0009.key")
+        host_status = site.on_server(f"sha256sum {site.host_root}/state/acme/tls/live/ecdsa.crt")
         result = site.deploy("--images", "load", "--vault-password-file", str(site.vault_password_file))
         note(f"no-change re-deploy (vault-encrypted state): {result.seconds:.0f} s")
         assert_ok(result, site.server.name)
         assert result.changed(site.server.name) == 0, str(result)
         assert site.containers() == before
+        assert site.on_server(f"sha256sum {site.host_root}/state/acme/tls/live/ecdsa.crt") == host_status
+        assert site.on_server(f"cmp {keys}/ecdsa-0002.key {keys}/ecdsa-0009.key; echo $?").strip() == "0"
+        assert site.state_text("acme/keys/ecdsa-0009.key") == site.state_text("acme/keys/ecdsa-0002.key")
+        assert (site.state_dir / "acme/keys/ecdsa-0009.key").read_bytes().startswith(b"$ANSIBLE_VAULT;")
 
     def test_check_mode_on_the_deployed_server_reports_no_changes(
         self, deployment: Deployment, note: Note

@@ -270,6 +270,9 @@ def test_due_first_for_the_temporary_certificate_then_at_two_thirds(tmp_path: Pa
     assert plan["ecdsa"].reason == "renewal"
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert plan["ecdsa"].when == cert.not_valid_before_utc + lifetime * 2 / 3
+    # Another directory now (letsencrypt-staging → letsencrypt): a certificate of the new CA.
+    elsewhere = {"certificates": {"ecdsa": {**issued["certificates"]["ecdsa"], "directory": "https://x/dir"}}}
+    assert {d.kind: d.reason for d in service.due(config, store, elsewhere, None)}["ecdsa"] == "ca"
     wider = service_config(state / "acme", (*names, "mta-sts.example.net"))
     assert {d.kind: d.reason for d in service.due(wider, store, issued, None)}["ecdsa"] == "names"
 
