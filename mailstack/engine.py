@@ -44,7 +44,8 @@ CONFIG_CHECKS: dict[str, tuple[str, str, list[str]]] = {
 # How a running service picks up changed files without losing connections.
 RELOAD: dict[str, list[str]] = {
     "postfix": ["exec", "-T", "postfix", "postfix", "reload"],
-    "dovecot": ["exec", "-T", "dovecot", "doveadm", "reload"],
+    # doveadm reload, then the sessions of removed mailboxes end (sessions outlive reloads).
+    "dovecot": ["exec", "-T", "dovecot", "dovecot-reload"],
     # Through the entrypoint, which refreshes its copies of the keys first; `docker kill`
     # would mark the container as stopped by hand and void `restart: unless-stopped`.
     "rspamd": ["exec", "-T", "rspamd", "rspamd-reload"],

@@ -3,6 +3,7 @@ the session's stack, so conftest runs this module last; the order inside it matt
 
 from __future__ import annotations
 
+import imaplib
 import re
 import socket
 import subprocess
@@ -30,9 +31,12 @@ from tests.integration.stack import (
     SITE_FIXTURE,
     Stack,
     WaitTimeoutError,
+    close_imap,
+    imap_auth,
     make_message,
     smtp_auth,
     token,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -257,3 +261,45 @@ def test_mail_survives_down_and_up(stack: Stack) -> None:
         f"Our own ports then had closed connections in TIME-WAIT: "
         f"{sorted({w for w in waiting if w.rsplit(':', 1)[-1] in map(str, stack.ports.values())})}"
     )
+
+
+def test_removing_a_mailbox_ends_its_open_sessions_and_keeps_its_mail(stack: Stack) -> None:
+    """Sessions outlive reloads (Dovecot's shutdown_clients = no, so that a new certificate
+    ends nobody's session); a removed mailbox's open sessions must still end at once."""
+
+    def session(user: str) -> imaplib.IMAP4_SSL:
+        imap = imaplib.IMAP4_SSL(
+            stack.host, stack.ports["imaps"], ssl_context=stack.tls_context(), timeout=30
+        )
+        try:
+            imap_auth(imap, user, stack.password(user))
+            assert imap.select("INBOX")[0] == "OK"
+        except BaseException:
+            close_imap(imap)
+            raise
+        return imap
+
+    erin, alice = session(ERIN), session(ALICE)
+    text = stack.site_path.read_text()
+    entry = f'  - address: {ERIN}\n    name: Erin Added Later\n    password_hash: "{ERIN_HASH}"\n'
+    assert entry in text, "erin is not in the site file (test_adding_a_mailbox… adds her)"
+    stack.site_path.write_text(text.replace(entry, "", 1))
+    stack.reload_site()
+    result = engine.up(stack.project, timeout=UP_TIMEOUT, say=say)
+    assert "dovecot" in result.reloaded, result.reloaded
+
+    def ended() -> bool:
+        try:
+            erin.noop()
+        except (imaplib.IMAP4.abort, OSError):
+            return True
+        return False
+
+    wait_until("erin's open IMAP session to end", ended, timeout=15, interval=0.5)
+    close_imap(erin)
+    assert alice.noop()[0] == "OK", "a session of a mailbox that stays was ended"
+    close_imap(alice)
+    with pytest.raises(imaplib.IMAP4.error):
+        session(ERIN)
+    home = stack.exec("dovecot", "ls", f"/var/vmail/{ERIN.split('@')[1]}/{ERIN.split('@')[0]}")
+    assert "Maildir" in home.stdout.split(), f"erin's mail is gone: {home.stdout} {home.stderr}"

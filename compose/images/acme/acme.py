@@ -234,7 +234,7 @@ class Store:
 class Due:
     kind: str
     when: dt.datetime
-    reason: str  # first | names | renewal | forced
+    reason: str  # first | names | ca | renewal | forced
     basis: str = ""  # for renewal: ari | two-thirds
 
 
@@ -244,8 +244,11 @@ def due(config: Config, store: Store, status: dict[str, Any], ari: AriCache | No
     for kind in config.kinds:
         cert = store.live_cert(kind)
         serial = format(cert.serial_number, "x")
-        if issued.get(kind, {}).get("serial") != serial:
+        entry = issued.get(kind, {})
+        if entry.get("serial") != serial:
             out.append(Due(kind, now(), "first"))
+        elif entry.get("directory", config.directory_url) != config.directory_url:
+            out.append(Due(kind, now(), "ca"))  # another CA now (staging → production): its own
         elif not set(config.names) <= dns_names(cert):
             out.append(Due(kind, now(), "names"))
         else:
@@ -480,6 +483,7 @@ def issue(config: Config, store: Store, acme: Client, item: Due, ari_id: str | N
         "spki_sha256": spki_sha256(leaf.public_key()),
         "issued": iso(now()),
         "reason": item.reason,
+        "directory": config.directory_url,
     }
 
 
