@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import pytest
@@ -27,6 +30,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("integration", "e2e")):
             item.add_marker(pytest.mark.unit)
+
+
+def image_program(service: str, filename: str) -> ModuleType:
+    """A Python program of an image (compose/images/<service>/<filename>), loaded as a module."""
+    spec = importlib.util.spec_from_file_location(
+        f"mailstack_{service}_program", ROOT / "compose" / "images" / service / filename
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

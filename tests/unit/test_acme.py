@@ -5,13 +5,10 @@ what is due, back-off after failures, and which key a renewal takes."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from cryptography import x509
@@ -24,7 +21,7 @@ from mailstack.render import plan_files
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import Site
 from mailstack.state import State, acme_key_path
-from tests.conftest import ROOT
+from tests.conftest import ROOT, image_program
 
 pytestmark = pytest.mark.unit
 
@@ -35,19 +32,7 @@ ACME_BLOCK = (
 )
 
 
-def _service() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "mailstack_acme_service", ROOT / "compose/images/acme/acme.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-service = _service()
+service = image_program("acme", "acme.py")
 
 
 def self_signed(

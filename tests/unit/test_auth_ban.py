@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,7 +17,7 @@ from mailstack.render.context import CONTAINER_CAPS, auth_ban_settings, fence_ru
 from mailstack.site.fields import parse_duration, parse_network
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
-from tests.conftest import ROOT, fake_state
+from tests.conftest import fake_state, image_program
 
 HASH = (
     "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$NruCNtu7jz3/ZyPM4x9T3A$"
@@ -193,20 +191,9 @@ def test_disabled_bans_render_neither_service_nor_the_policy() -> None:
 # --- the guard program (compose/images/guard/guard.py) ------------------------------------------
 
 
-def guard_module() -> ModuleType:
-    path = ROOT / "compose" / "images" / "guard" / "guard.py"
-    spec = importlib.util.spec_from_file_location("mailstack_guard", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def g() -> ModuleType:
-    return guard_module()
+    return image_program("guard", "guard.py")
 
 
 def make_guard(g: ModuleType, failures: int = 3, window: float = 60, ban: float = 30) -> object:
