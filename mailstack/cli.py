@@ -19,7 +19,7 @@ from mailstack import __version__, engine
 from mailstack.audit import SECTIONS as AUDIT_SECTIONS
 from mailstack.audit import run_audit
 from mailstack.audit.shell import Shell
-from mailstack.check import CheckReport, certificate, run_check, state_reader
+from mailstack.check import CheckReport, certificate, run_check
 from mailstack.deploy import HOST_ROOT, DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.dns import FORMATS as DNS_FORMATS
@@ -244,7 +244,7 @@ def up(
     )
     for protocol, where, security in engine.endpoints(project.site):
         out.print(f"  {protocol:<12} {where:<22} {security}")
-    for line in certificate.summary(project.site, _state_reader(project)):
+    for line in certificate.summary(project.site, _state_reader(project, None, site)):
         out.print(f"  {line}", markup=False)
     if check:
         _show_check(run_check(project.site, project.state_dir), as_json=False)
@@ -331,7 +331,7 @@ def status(site: SitePath, output: OutDir = None, state: StateDir = None) -> Non
         raise typer.Exit(3)
     for row in rows:
         out.print(f"{row['service']:<10} {row['state']:<10} {row['health']:<10} {row['ports']}")
-    for line in certificate.summary(project.site, _state_reader(project)):
+    for line in certificate.summary(project.site, _state_reader(project, None, site)):
         out.print(line, markup=False)
 
 
@@ -539,13 +539,7 @@ def tls_status(site: SitePath, host: TlsHost = None, output: OutDir = None, stat
     """What the services are given: issuer and expiry per key type; with acme, the last attempt,
     its error, the next retry and the renewal times."""
     project = _project(site, output, state)
-    target = _host(project.site, host, site)
-    if target is None:
-        read = _state_reader(project)
-    else:
-        read = state_reader(
-            project.site, State(project.state_dir, write=False), target, site.resolve().parent
-        )
+    read = _state_reader(project, _host(project.site, host, site), site)
     for line in certificate.summary(project.site, read):
         out.print(line, markup=False)
 
@@ -582,12 +576,9 @@ def tls_renew(
     out.print(f"renewed: {last.get('reasons') or 'nothing was due'}", markup=False)
 
 
-def _state_reader(project: engine.Project) -> certificate.Reader:
-    def read(relpath: str) -> bytes | None:
-        path = project.state_dir / relpath
-        return path.read_bytes() if path.is_file() else None
-
-    return read
+def _state_reader(project: engine.Project, target: Host | None, site: Path) -> certificate.Reader:
+    state = State(project.state_dir, write=False)
+    return certificate.state_reader(project.site, state, target, site.resolve().parent)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 
 from mailstack.errors import UserError
 from mailstack.site.models import Site
+from mailstack.state import State
 
 
 class ProbeError(UserError):
@@ -45,13 +46,10 @@ def tls_context(site: Site, state_dir: Path) -> ssl.SSLContext:
     """Verify the chain (against the site's CA when self-signed, or the issuers of the acme
     service's certificates). The name is checked by :func:`check_name`, since the stack is
     reached by address, not by its hostname."""
-    from mailstack.check.certificate import tls_context as site_tls_context
+    from mailstack.check import certificate  # here: mailstack.check imports this module
 
-    def read(relpath: str) -> bytes | None:
-        path = state_dir / relpath
-        return path.read_bytes() if path.is_file() else None
-
-    return site_tls_context(site, read)
+    read = certificate.state_reader(site, State(state_dir, write=False))
+    return certificate.tls_context(site, read)
 
 
 def check_name(sock: ssl.SSLSocket, hostname: str) -> None:

@@ -16,7 +16,6 @@ from mailstack.audit.shell import Shell
 from mailstack.check import certificate, published, roundtrip, transport, web
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
-from mailstack.deploy import HOST_ROOT
 from mailstack.dns import site_records
 from mailstack.errors import UserError
 from mailstack.probe import client_host
@@ -24,7 +23,7 @@ from mailstack.site.models import Host, Site
 from mailstack.state import State
 from mailstack.vault import Vault
 
-__all__ = ["CheckReport", "Result", "run_check", "state_reader"]
+__all__ = ["CheckReport", "Result", "run_check"]
 
 
 def run_check(
@@ -47,7 +46,7 @@ def run_check(
     state = State(state_dir, write=False, vault=vault)
     password = state.probe_password()
     records = site_records(site, state_dir, vault=vault).records
-    read = state_reader(site, state, target, site_dir)
+    read = certificate.state_reader(site, state, target, site_dir)
     context = certificate.tls_context(site, read)
     report.results += certificate.acme_results(site, read)
     if site.tls.acme is not None and target is None:
@@ -67,23 +66,6 @@ def run_check(
         report.results += published.dns_results(records, resolver)
     report.seconds = time.monotonic() - started
     return report
-
-
-def state_reader(site: Site, state: State, target: Host | None, site_dir: Path) -> certificate.Reader:
-    """Files of the state, read through it (it may be vaulted); on a deployed host, what the
-    acme service wrote there (acme/) is read from the host's state over SSH."""
-    shell = Shell(target, site_dir) if target is not None else None
-
-    def read(relpath: str) -> bytes | None:
-        if shell is not None and relpath.startswith("acme/"):
-            run = shell.run("cat", str(HOST_ROOT / site.site / "state" / relpath))
-            return run.stdout.encode() if run.returncode == 0 else None
-        try:
-            return state.read(relpath)
-        except FileNotFoundError:
-            return None
-
-    return read
 
 
 @contextmanager

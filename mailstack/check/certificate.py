@@ -13,14 +13,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailstack.audit.shell import Shell
 from mailstack.check.results import Result, passed, warned
-from mailstack.site.models import Acme, Site
-from mailstack.state import ACME_LIVE, ACME_STATUS, SERVER_KINDS
+from mailstack.deploy import HOST_ROOT
+from mailstack.site.models import Acme, Host, Site
+from mailstack.state import ACME_LIVE, ACME_STATUS, SERVER_KINDS, State
 
 # Reads a file of the state (relative path); None when it is not there.
 Reader = Callable[[str], bytes | None]
@@ -66,7 +69,25 @@ class AcmeState:
         return "; renewal: " + ", ".join(times) if times else ""
 
 
-def acme_state(read: Reader, local_ca: bytes | None) -> AcmeState:
+def state_reader(site: Site, state: State, target: Host | None = None, site_dir: Path = Path()) -> Reader:
+    """Files of the state, read through it (it may be vaulted); on a deployed host, what the
+    acme service wrote there (acme/) is read from the host's state over SSH."""
+    shell = Shell(target, site_dir) if target is not None else None
+
+    def read(relpath: str) -> bytes | None:
+        if shell is not None and relpath.startswith("acme/"):
+            run = shell.run("cat", str(HOST_ROOT / site.site / "state" / relpath))
+            return run.stdout.encode() if run.returncode == 0 else None
+        try:
+            return state.read(relpath)
+        except FileNotFoundError:
+            return None
+
+    return read
+
+
+def acme_state(read: Reader) -> AcmeState:
+    local_ca = read("tls/ca.crt")
     ca_subject = x509.load_pem_x509_certificate(local_ca).subject if local_ca else None
     served = []
     for kind in SERVER_KINDS:
@@ -91,7 +112,7 @@ def summary(site: Site, read: Reader) -> list[str]:
         return [f"TLS: the operator's certificate {site.tls.cert_file}"]
     if site.tls.mode == "selfsigned":
         return ["TLS: certificates of the site's own CA (tls/ca.crt in the state)"]
-    state = acme_state(read, read("tls/ca.crt"))
+    state = acme_state(read)
     lines = [
         f"TLS: {s.kind} {'temporary, from the site CA' if s.temporary else 'from ' + s.issuer}, "
         f"valid until {s.not_after:%Y-%m-%d %H:%M} UTC"
@@ -110,7 +131,7 @@ def acme_results(site: Site, read: Reader) -> list[Result]:
     """tls.mode acme: the certificates come from the CA, and the acme service is not failing."""
     if site.tls.mode != "acme" or site.tls.acme is None:
         return []
-    state = acme_state(read, read("tls/ca.crt"))
+    state = acme_state(read)
     fix = (
         f"make {site.hostname} and the mta-sts/autoconfig/autodiscover names resolve to this "
         "server with its http port reachable; `mailstack tls renew SITE` tries again now"
