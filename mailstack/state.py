@@ -218,7 +218,7 @@ class State:
     def _local_ca(self, hostname: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         ca_key = self._key("tls/ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - our own file
-        return ca_key, self._cert("tls/ca.crt", lambda: _ca_cert(ca_key, hostname))
+        return ca_key, self._cert("tls/ca.crt", lambda: ca_certificate(ca_key, hostname))
 
     def _acme(self, hostname: str, names: tuple[str, ...]) -> dict[str, str]:
         """tls.mode acme: the account key, the first two key generations, and until the first
@@ -487,7 +487,8 @@ def _dkim_public(key: PrivateKey) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _ca_cert(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate:
+def ca_certificate(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate:
+    """A local CA for ``hostname``: signs server certificates only (path length 0)."""
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailstack"),
