@@ -129,8 +129,6 @@ def deploy(
         "mailstack_stack_acme": (state_dir / "acme").is_dir(),
     }
     if options.images == "load":
-        # Such hosts reach no registry and no mirror: install from their apt cache only.
-        extra["mailstack_host_apt_update"] = extra["mailstack_docker_apt_update"] = False
         ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say)
         archive, ids = image_archive(out_dir, say)
         extra["mailstack_images_archive"] = str(archive.resolve())

@@ -315,6 +315,24 @@ class Host(Model):
     ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*\$?$", max_length=32)
     ssh_port: Port = 22
     ssh_key: str | None = Field(default=None, description="Private key file for SSH.")
+    packages: Literal["mirror", "cache"] = Field(
+        default="mirror",
+        description=(
+            "Where the host's Debian packages come from: mirror (its configured Debian mirror; "
+            "apt's lists are refreshed at most hourly) or cache (the host reaches no mirror: "
+            "the packages and their lists must already be in its apt cache)."
+        ),
+    )
+
+    @property
+    def become(self) -> bool:
+        """Whether Ansible needs sudo on this host: not when it logs in as root (a minimal
+        server has no sudo at all)."""
+        return self.ssh_user != "root"
+
+    @property
+    def apt_update(self) -> bool:
+        return self.packages == "mirror"
 
 
 class Site(Model):

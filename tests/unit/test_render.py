@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from mailstack.cli import app
@@ -234,3 +235,25 @@ def test_explicit_output_and_state_dirs(tmp_path: Path) -> None:
     compose = (out / "compose.yaml").read_text()
     # The state reaches the containers as compose secrets, one file each, relative to the output.
     assert f'file: "{os.path.relpath(state, out)}/secrets/redis"' in compose
+
+
+def test_inventory_uses_sudo_only_for_other_users_and_refreshes_apt_per_host(site_dir: Path) -> None:
+    """A minimal server has no sudo (root logs in), and a host without a mirror says so."""
+    text = (site_dir / "site.yaml").read_text()
+    assert "hosts:\n  - name: mx1\n" in text
+    (site_dir / "site.yaml").write_text(
+        text.replace(
+            "hosts:\n  - name: mx1\n",
+            "hosts:\n  - name: mx2\n    address: 192.0.2.26\n    ssh_user: debian\n    packages: cache\n"
+            "  - name: mx1\n",
+        )
+    )
+    cli_render(site_dir)
+    inventory = YAML(typ="safe").load((site_dir / "build" / "acme" / "ansible" / "inventory.yml").read_text())
+    hosts = inventory["all"]["children"]["acme"]["hosts"]
+    assert hosts["mx1"]["ansible_user"] == "root"
+    assert hosts["mx1"]["ansible_become"] is False
+    assert hosts["mx1"]["mailstack_host_apt_update"] is True
+    assert hosts["mx2"]["ansible_become"] is True
+    assert hosts["mx2"]["mailstack_host_apt_update"] is False
+    assert hosts["mx2"]["mailstack_docker_apt_update"] is False
