@@ -7,7 +7,7 @@ volume, when the session ends. The helpers are in harness.py; see tests/e2e/READ
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,18 @@ def base_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def server_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Tag of the e2e server image, built on first use (see tests/e2e/server/Dockerfile)."""
-    return build_server_image(base_image, tmp_path_factory.mktemp("e2e-image") / "build.log")
+def server_images(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """kind -> tag of the e2e server image of that kind, built on first use (see
+    tests/e2e/server/Dockerfile)."""
+    tags: dict[str, str] = {}
+
+    def image(kind: str) -> str:
+        if kind not in tags:
+            log = tmp_path_factory.mktemp(f"e2e-image-{kind}") / "build.log"
+            tags[kind] = build_server_image(base_image, log, kind)
+        return tags[kind]
+
+    return image
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +51,10 @@ def ssh_key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_factory(server_image: str, ssh_key_path: Path) -> Iterator[ServerFactory]:
-    """Start servers with `server_factory.start(ports=...)`; all are removed after the session."""
-    factory = ServerFactory(server_image, ssh_key_path)
+def server_factory(server_images: Callable[[str], str], ssh_key_path: Path) -> Iterator[ServerFactory]:
+    """Start servers with `server_factory.start(ports=..., kind=...)`; all are removed after the
+    session."""
+    factory = ServerFactory(server_images, ssh_key_path)
     _FACTORIES.append(factory)
     try:
         yield factory
@@ -55,7 +65,7 @@ def server_factory(server_image: str, ssh_key_path: Path) -> Iterator[ServerFact
 
 @pytest.fixture(scope="session")
 def server(server_factory: ServerFactory) -> Server:
-    """The session's server: SSH and MAIL_PORTS published on 127.0.0.1."""
+    """The session's server (the cloud kind): SSH and MAIL_PORTS published on 127.0.0.1."""
     return server_factory.start(ports=MAIL_PORTS)
 
 

@@ -115,6 +115,9 @@ class Deployment:
     #: Steps of a test sequence that succeeded, and the subject of a message sent early on.
     done: set[str] = field(default_factory=set)
     first_subject: str = ""
+    #: Who `mailstack deploy` logs in as (root, or a sudo user), and hosts[].packages.
+    ssh_user: str = "root"
+    packages: str = "mirror"
 
     @property
     def hostname(self) -> str:
@@ -161,7 +164,7 @@ class Deployment:
             "limits": {"message_size": "10M"},
             "domains": [{"name": self.domain}],
             "mailboxes": entries,
-            "hosts": [self.server.inventory_entry()],
+            "hosts": [{**self.server.inventory_entry(user=self.ssh_user), "packages": self.packages}],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         # JSON is YAML: the loader takes it as it is.

@@ -17,7 +17,7 @@ import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -58,6 +58,8 @@ SSH_OPTIONS = (
 #: gets the same 127.0.0.1 port with new keys.
 ANSIBLE_SSH_ARGS = shlex.join(["-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s", *SSH_OPTIONS])
 EGRESS_TABLE = "mailstack_e2e_egress"
+#: Who logs in by key on each kind of server (server/Dockerfile's targets).
+SERVER_USERS: dict[str, tuple[str, ...]] = {"minimal": ("root",), "cloud": ("root", "debian")}
 
 
 def ansible_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -125,6 +127,8 @@ class Server:
     #: container port -> host port on `host`, for the ports asked for at start (not 22).
     ports: Mapping[int, int]
     volume: str
+    #: "minimal" (root only, no sudo) or "cloud" (the sudo user `debian` too); see server/Dockerfile.
+    kind: str = "cloud"
     #: Seconds from `docker run` until systemd was up and sshd took the key.
     ready_seconds: float = 0.0
     #: The server's own default route, saved by block_egress(how="route").
@@ -326,10 +330,10 @@ class ServerNotReadyError(RuntimeError):
 
 
 class ServerFactory:
-    """Starts servers from the e2e image and removes them (and their volumes) at the end."""
+    """Starts servers from the e2e images and removes them (and their volumes) at the end."""
 
-    def __init__(self, image: str, ssh_key_path: Path) -> None:
-        self.image = image
+    def __init__(self, image: Callable[[str], str], ssh_key_path: Path) -> None:
+        self.image = image  # kind -> image tag (built on first use)
         self.ssh_key_path = ssh_key_path
         self.live: list[Server] = []
 
@@ -339,9 +343,14 @@ class ServerFactory:
         ports: Iterable[int] = MAIL_PORTS,
         name: str | None = None,
         ready_timeout: float = READY_TIMEOUT,
+        kind: str = "cloud",
     ) -> Server:
-        """Start a server, publish port 22 and `ports` on free 127.0.0.1 ports, wait until ready."""
-        name = name or f"mailstack-e2e-server-{secrets.token_hex(4)}"
+        """Start a server of ``kind`` (see server/Dockerfile), publish port 22 and `ports` on
+        free 127.0.0.1 ports, wait until ready."""
+        if kind not in SERVER_USERS:
+            raise ValueError(f"kind must be one of {sorted(SERVER_USERS)}, not {kind!r}")
+        image = self.image(kind)
+        name = name or f"mailstack-e2e-{kind}-{secrets.token_hex(4)}"
         volume = f"{name}-docker"
         for kind, thing in (("container", name), ("volume", volume)):
             if run(["docker", kind, "inspect", thing], check=False).returncode == 0:
@@ -351,10 +360,10 @@ class ServerFactory:
         started = time.monotonic()
         try:
             # Create, copy the public key in, then start: sshd never runs without it.
-            run(docker_create_argv(name, self.image, volume, ports))
+            run(docker_create_argv(name, image, volume, ports))
             pub = self.ssh_key_path.with_name(self.ssh_key_path.name + ".pub")
-            for home in ("/root", "/home/debian"):
-                run(["docker", "cp", str(pub), f"{name}:{home}/.ssh/authorized_keys"])
+            for user in SERVER_USERS[kind]:
+                run(["docker", "cp", str(pub), f"{name}:{_home(user)}/.ssh/authorized_keys"])
             run(["docker", "start", name])
             mapping = _published(name)
             server = Server(
@@ -363,6 +372,7 @@ class ServerFactory:
                 ssh_key_path=self.ssh_key_path,
                 ports=mapping,
                 volume=volume,
+                kind=kind,
             )
             self._fix_key_owner(server)
             self._wait_ready(server, ready_timeout)
@@ -392,12 +402,9 @@ class ServerFactory:
     @staticmethod
     def _fix_key_owner(server: Server) -> None:
         # docker cp keeps the host file's owner; sshd's StrictModes wants the user's own.
-        server.exec(
-            "chown root:root /root/.ssh/authorized_keys && "
-            "chown debian:debian /home/debian/.ssh/authorized_keys && "
-            "chmod 0600 /root/.ssh/authorized_keys /home/debian/.ssh/authorized_keys",
-            timeout=30,
-        )
+        for user in SERVER_USERS[server.kind]:
+            keys = f"{_home(user)}/.ssh/authorized_keys"
+            server.exec(["sh", "-c", f"chown {user}:{user} {keys} && chmod 0600 {keys}"], timeout=30)
 
     @staticmethod
     def _wait_ready(server: Server, timeout: float) -> None:
@@ -430,6 +437,10 @@ class ServerFactory:
         )
 
 
+def _home(user: str) -> str:
+    return "/root" if user == "root" else f"/home/{user}"
+
+
 def prefetch_packages() -> list[str]:
     """Packages the roles install (their `*_packages` defaults), for the image's apt cache."""
     names = set(PREFETCH_ALWAYS)
@@ -446,26 +457,28 @@ def prefetch_packages() -> list[str]:
     return sorted(names)
 
 
-def image_tag(base_id: str, packages: Sequence[str]) -> str:
-    """mailstack/e2e-server:<digest of the server/ directory, the base image and the package list>."""
+def image_tag(base_id: str, packages: Sequence[str], kind: str = "cloud") -> str:
+    """mailstack/e2e-server:<kind>-<digest of the server/ directory, the base image and the
+    package list>."""
     digest = hashlib.sha256(f"{base_id}\0{' '.join(packages)}\0".encode())
     for path in sorted(p for p in SERVER_DIR.rglob("*") if p.is_file()):
         digest.update(
             f"{path.relative_to(SERVER_DIR).as_posix()}\0{path.stat().st_mode & 0o111:o}\0".encode()
         )
         digest.update(path.read_bytes() + b"\0")
-    return f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
+    return f"{IMAGE_REPO}:{kind}-{digest.hexdigest()[:16]}"
 
 
-def build_server_image(base: str, log: Path) -> str:
-    """Build the server image unless an image with the same digest tag exists; return its tag."""
+def build_server_image(base: str, log: Path, kind: str = "cloud") -> str:
+    """Build the server image of ``kind`` (a target of server/Dockerfile) unless an image with
+    the same digest tag exists; return its tag."""
     base_id = run(["docker", "image", "inspect", "-f", "{{.Id}}", base]).stdout.strip()
     packages = prefetch_packages()
-    tag = image_tag(base_id, packages)
+    tag = image_tag(base_id, packages, kind)
     if run(["docker", "image", "inspect", tag], check=False).returncode == 0:
         return tag
     argv = [
-        "docker", "build", "--tag", tag, "--label", f"{LABEL}=1",
+        "docker", "build", "--tag", tag, "--label", f"{LABEL}=1", "--target", kind,
         "--build-arg", f"BASE_IMAGE={base}",
         "--build-arg", f"PREFETCH_PACKAGES={' '.join(packages)}",
         str(SERVER_DIR),

@@ -1,7 +1,7 @@
 """Smoke tests of the e2e harness: the server container behaves like a fresh Debian 13 server.
 
-They share the session's `server`, in file order: the Docker test installs docker.io,
-which later tests in other files (deploys) may find already there.
+They share the session's `server` (the cloud kind), in file order. What a minimal server
+lacks is checked where one is deployed to (test_deploy.py).
 """
 
 from __future__ import annotations
@@ -127,32 +127,6 @@ def test_ansible_reaches_the_server_over_ssh(server: Server, tmp_path: Path) -> 
     assert re.search(r"^as-root \| CHANGED \| rc=0 >>\nroot$", result.stdout, re.M), result.stdout
     assert re.search(r"^as-debian \| CHANGED \| rc=0 >>\nroot$", result.stdout, re.M), result.stdout
     assert ping.stdout.count('"ping": "pong"') == 2, ping.stdout
-
-
-def test_docker_installs_offline_from_the_apt_cache_and_runs_nested_containers(
-    server: Server, base_image: str
-) -> None:
-    """docker.io comes from the image's apt cache with the mirror blocked; nested Docker works."""
-    with server.egress_blocked():
-        started = time.monotonic()
-        install = server.ssh(
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose", timeout=600
-        )
-        print(f"docker.io + docker-compose installed offline in {time.monotonic() - started:.1f} s")
-        assert "Need to get 0 B" in install.stdout or "Get:" not in install.stdout, install.stdout
-        assert server.ssh("systemctl is-active docker").stdout.strip() == "active"
-        assert server.ssh("docker compose version --short").stdout.strip().startswith("2.")
-
-        started = time.monotonic()
-        server.load_image(base_image)
-        print(f"{base_image} loaded over ssh in {time.monotonic() - started:.1f} s")
-        nested = server.ssh(f"docker run --rm {base_image} cat /etc/debian_version")
-        assert re.fullmatch(r"13\.\d+", nested.stdout.strip()), nested.stdout
-        # Nested containers' traffic is routed through the server, so it is blocked too.
-        lookup = server.ssh(
-            f"docker run --rm {base_image} getent hosts deb.debian.org", check=False, timeout=120
-        )
-        assert lookup.returncode != 0, lookup.stdout
 
 
 @pytest.mark.parametrize("how", ["firewall", "route"])
