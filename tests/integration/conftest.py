@@ -30,13 +30,13 @@ from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_unt
 UP_TIMEOUT = 240.0
 # Modules that must run first (the health check) and last (they stop, restart and re-render).
 FIRST = ("test_up.py",)
-LAST = ("test_lifecycle.py",)
+LAST = ("test_faults.py", "test_lifecycle.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
-        return 0 if name in FIRST else 2 if name in LAST else 1
+        return 0 if name in FIRST else 2 + LAST.index(name) if name in LAST else 1
 
     items.sort(key=rank)  # stable: the order inside each module is kept
 
