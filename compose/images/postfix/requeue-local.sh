@@ -2,7 +2,7 @@
 # Local mail deferred because Dovecot's LMTP was gone (a crash, a restart) flows again as
 # soon as LMTP answers, instead of after Postfix's backoff (minimal_backoff_time, up to
 # maximal_backoff_time): master.cf wakes this up every few seconds as a spawn(8) service,
-# as the postfix user.
+# as nobody in group postdrop (enough for postqueue's sockets).
 #
 # It flushes the queue (`postqueue -f`, which also revives the destination that qmgr
 # marked dead) only when a deferred message names a lost or failed connection to the
@@ -10,7 +10,7 @@
 # other reasons (a full mailbox, a remote destination) keeps its backoff.
 set -u
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-STAMP=/var/lib/postfix/requeue-local.last
+STAMP=/tmp/requeue-local.last  # the container's tmpfs: a restart may flush at once
 MIN_INTERVAL=60
 
 transport=$(postconf -hx virtual_transport) || exit 0   # lmtp:inet:HOST:PORT
