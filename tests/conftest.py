@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from mailstack.state import DkimKey, StateView, TlsaKey
+from mailstack.state.view import DkimKey, StateView, TlsaKey
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

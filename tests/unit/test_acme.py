@@ -20,7 +20,8 @@ from mailstack.errors import SiteValidationError
 from mailstack.render import plan_files
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import Site
-from mailstack.state import State, acme_key_path
+from mailstack.state import State
+from mailstack.state.layout import acme_key_path
 from tests.conftest import ROOT, image_program
 
 pytestmark = pytest.mark.unit
@@ -129,10 +130,10 @@ def acme_site() -> Site:
 
 
 def spki(path: Path) -> str:
-    from mailstack.state import _spki_sha256
+    from mailstack.state.crypto import spki_sha256
 
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    return _spki_sha256(key)  # type: ignore[arg-type]
+    return spki_sha256(key)  # type: ignore[arg-type]
 
 
 def test_first_render_makes_two_key_generations_and_a_temporary_certificate(tmp_path: Path) -> None:
