@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 from rich.table import Table
 
-from mailstack.site.models import Dmarc, DomainEntry, Site
+from mailstack.site.models import DomainEntry, Site
+from mailstack.site.records import Dmarc
 from mailstack.state import State
 from mailstack.state.view import StateView
 from mailstack.vault import Vault

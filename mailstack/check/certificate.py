@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from mailstack.audit.shell import Shell
 from mailstack.check.results import Result, passed, warned
 from mailstack.deploy import HOST_ROOT
-from mailstack.site.models import Acme, Host, Site
+from mailstack.site.models import Host, Site
+from mailstack.site.tls import Acme
 from mailstack.state import State
 from mailstack.state.layout import ACME_LIVE, ACME_STATUS, SERVER_KINDS
 
