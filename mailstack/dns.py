@@ -27,8 +27,10 @@ from urllib.parse import quote
 
 from rich.table import Table
 
-from mailstack.site.models import Dmarc, DomainEntry, Site
-from mailstack.state import State, StateView
+from mailstack.site.models import DomainEntry, Site
+from mailstack.site.records import Dmarc
+from mailstack.state import State
+from mailstack.state.view import StateView
 from mailstack.vault import Vault
 
 RecordType = Literal["MX", "A", "AAAA", "TXT", "SRV", "CNAME", "CAA", "TLSA"]

@@ -27,7 +27,8 @@ from mailstack.render.context import STATE_MOUNT
 from mailstack.render.web import web_enabled
 from mailstack.render.writer import Action, Change, diff, with_manifest, write
 from mailstack.site.models import Site
-from mailstack.state import ACME_STATUS, State
+from mailstack.state import State
+from mailstack.state.layout import ACME_STATUS
 from mailstack.vault import is_encrypted_state
 
 Say = Callable[[str], None]

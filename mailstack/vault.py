@@ -15,7 +15,9 @@ from ansible.errors import AnsibleError
 from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
 
 from mailstack.errors import StateError, UserError
-from mailstack.state import VAULT_HEADER
+
+# What every ansible-vault file starts with; state files are told apart by it.
+VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 
 @dataclass(frozen=True)

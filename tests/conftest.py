@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from mailstack.state import DkimKey, StateView, TlsaKey
+from mailstack.state.view import DkimKey, StateView, TlsaKey
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -32,11 +32,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
-def image_program(service: str, filename: str) -> ModuleType:
-    """A Python program of an image (compose/images/<service>/<filename>), loaded as a module."""
-    spec = importlib.util.spec_from_file_location(
-        f"mailstack_{service}_program", ROOT / "compose" / "images" / service / filename
-    )
+def image_program(service: str, name: str) -> ModuleType:
+    """A Python program of an image, loaded as a module: a file of compose/images/<service>/
+    (``guard.py``), or a module of a package there (``mailstack_acme.schedule``)."""
+    folder = ROOT / "compose" / "images" / service
+    # No __pycache__ in an image's directory: the build context's digest decides rebuilds.
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        if name.endswith(".py"):
+            return _load(f"mailstack_{service}_program", folder / name)
+        package = name.partition(".")[0]
+        if package not in sys.modules:
+            _load(package, folder / package / "__init__.py", search=[str(folder / package)])
+        return importlib.import_module(name)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
+
+
+def _load(name: str, path: Path, search: list[str] | None = None) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=search)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from mailstack.audit.shell import Shell
 from mailstack.check.results import Result, passed, warned
 from mailstack.deploy import HOST_ROOT
-from mailstack.site.models import Acme, Host, Site
-from mailstack.state import ACME_LIVE, ACME_STATUS, SERVER_KINDS, State
+from mailstack.site.models import Host, Site
+from mailstack.site.tls import Acme
+from mailstack.state import State
+from mailstack.state.layout import ACME_LIVE, ACME_STATUS, SERVER_KINDS
 
 # Reads a file of the state (relative path); None when it is not there.
 Reader = Callable[[str], bytes | None]

@@ -12,7 +12,9 @@ from mailstack.render.web import web_files
 from mailstack.render.writer import Action, PlannedFile, diff, with_manifest, write
 from mailstack.resources import resource_dir
 from mailstack.site.models import Site
-from mailstack.state import State, StateChanges, StateView
+from mailstack.state import State
+from mailstack.state.files import StateChanges
+from mailstack.state.view import StateView
 from mailstack.vault import Vault
 
 # Template subtree → output subtree. compose/<service>/… lands in config/<service>/….

@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from mailstack.site.models import Site
-from mailstack.state import ACME_LIVE, SERVER_KINDS, server_names
+from mailstack.state.crypto import server_names
+from mailstack.state.layout import ACME_LIVE, SERVER_KINDS
 
 ACME_CONFIG_DIR = "/etc/mailstack-acme"
 ACME_STATE_DIR = "/var/lib/mailstack-acme"  # the state's acme/, read-write

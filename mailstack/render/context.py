@@ -17,7 +17,7 @@ from mailstack.render.acme import ACME_CA_BUNDLE, AcmeSettings, acme_settings
 from mailstack.render.web import WEB_HTTP_PORT, WEB_HTTPS_PORT, WebSettings, web_settings
 from mailstack.site.fields import format_size, rate_parts
 from mailstack.site.models import Site
-from mailstack.state import StateView
+from mailstack.state.view import StateView
 
 # Where each protocol listens inside its container, and which service serves it.
 CONTAINER_PORTS: dict[str, tuple[str, int]] = {

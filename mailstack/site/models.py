@@ -1,35 +1,35 @@
 """The site description as typed, frozen models.
 
 Every YAML key is a field; unknown keys are errors. Rules that involve several fields live
-in ``Site.check_rules`` and report each problem with its own field path.
+in ``Site.check_rules`` and report each problem with its own field path. The larger
+sections have modules of their own: tls, limits, abuse, records (DNS settings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from mailstack.site.abuse import Abuse
+from mailstack.site.base import Model
 from mailstack.site.fields import (
     Address,
     Addresses,
     Domain,
-    Duration,
     HostAddress,
     IPAddresses,
-    IPNetwork,
     PasswordHash,
     Rate,
     Size,
 )
+from mailstack.site.limits import Limits
+from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
+from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
 Loc = tuple[str | int, ...]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -80,206 +80,6 @@ class Network(Model):
         min_length=1,
     )
     ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
-
-
-# ACME directories known by name (tls.acme.directory_url takes a name or a URL).
-ACME_DIRECTORIES = {
-    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
-    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
-}
-
-
-# Names per certificate that Let's Encrypt (and most ACME CAs) accept.
-ACME_MAX_NAMES = 100
-
-
-class Acme(Model):
-    """Certificates from an ACME CA (RFC 8555), for the hostname and every domain's web names."""
-
-    email: Address = Field(description="Account contact: the CA's expiry and incident notices.")
-    directory_url: str = Field(
-        default="letsencrypt",
-        pattern=r"^(letsencrypt|letsencrypt-staging|https://[^\s/]+(/\S*)?)$",
-        description=(
-            "The CA's ACME directory: an https:// URL, or letsencrypt (production, the "
-            "default) or letsencrypt-staging."
-        ),
-    )
-    ca_bundle: str | None = Field(
-        default=None,
-        description="PEM file with an extra root to trust for the directory's HTTPS (a private CA).",
-    )
-    challenge: Literal["http-01"] = Field(
-        default="http-01", description="http-01: answered by the web service on the http port."
-    )
-
-    @property
-    def directory(self) -> str:
-        return ACME_DIRECTORIES.get(self.directory_url, self.directory_url)
-
-
-class TLS(Model):
-    mode: Literal["selfsigned", "files", "acme"] = Field(
-        default="selfsigned",
-        description=(
-            "selfsigned: a local CA in the state directory; files: cert_file and key_file; "
-            "acme: certificates from an ACME CA (tls.acme), renewed and reloaded by the stack."
-        ),
-    )
-    cert_file: str | None = Field(default=None, description="PEM certificate chain (mode files).")
-    key_file: str | None = Field(default=None, description="PEM private key (mode files).")
-    acme: Acme | None = Field(default=None, description="ACME settings (mode acme).")
-    profile: Literal["intermediate", "modern"] = Field(
-        default="intermediate",
-        description=(
-            "Mozilla server-side TLS profile of the client ports (465, 587, IMAP, POP3, "
-            "ManageSieve): intermediate = TLS 1.2 and 1.3, modern = TLS 1.3 only. Port 25 "
-            "keeps TLS 1.2 and 1.3 in both, so that no sending server falls back to plaintext."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _files_match_mode(self) -> TLS:
-        given = self.cert_file is not None or self.key_file is not None
-        if self.mode == "files" and (self.cert_file is None or self.key_file is None):
-            raise ValueError("tls.mode 'files' needs both cert_file and key_file")
-        if self.mode != "files" and given:
-            raise ValueError(f"cert_file and key_file only apply to tls.mode 'files', not {self.mode!r}")
-        if self.mode == "acme" and self.acme is None:
-            raise ValueError("tls.mode 'acme' needs tls.acme (at least its email)")
-        if self.mode != "acme" and self.acme is not None:
-            raise ValueError(f"tls.acme only applies to tls.mode 'acme', not {self.mode!r}")
-        return self
-
-
-class ClientLimits(Model):
-    """Postfix anvil limits per client address, on 25, 587 and 465; rates count per minute.
-    https://www.postfix.org/TUNING_README.html#conn_limit"""
-
-    connections: int = Field(default=20, ge=1, description="Simultaneous connections per client address.")
-    connection_rate: int = Field(
-        default=60, ge=1, description="New connections per client address and minute."
-    )
-    message_rate: int = Field(
-        default=100, ge=1, description="Messages (MAIL FROM) per client address and minute."
-    )
-    auth_rate: int = Field(default=20, ge=1, description="AUTH commands per client address and minute.")
-
-
-class Limits(Model):
-    message_size: Size = Field(default=25 * 1024**2, description="Largest accepted message.")
-    send_rate: Rate | None = Field(
-        default="100/1h",
-        description=(
-            "Outbound limit of each authenticated user, in recipients per period (Rspamd "
-            "ratelimit; over it, submission answers 4xx). A mailbox's send_rate overrides it; "
-            "null: no site-wide limit."
-        ),
-    )
-    clients: ClientLimits = Field(default_factory=ClientLimits)
-
-
-Dnsbl = Annotated[
-    str,
-    Field(
-        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(=[0-9.;\[\]-]+)?(\*-?[0-9]+)?$",
-        description="A postscreen DNSBL: domain[=reply filter][*weight], e.g. zen.spamhaus.org*3.",
-    ),
-]
-
-
-class AuthBan(Model):
-    """Bans of client addresses after repeated failed logins (guard and fence services).
-
-    Dovecot's auth service (IMAP, POP3, ManageSieve, and SMTP AUTH on 587/465 through
-    Postfix's SASL) reports every login to the guard. An address with `failures` failed
-    logins (distinct passwords or user names) within `window` is banned for `ban`: every
-    login from it is refused, and with `firewall` its connections to the published ports are
-    reset on the host. Loopback and Docker's proxy address are never banned.
-    """
-
-    enabled: bool = Field(default=True, description="Ban addresses after repeated failed logins.")
-    failures: int = Field(
-        default=10,
-        ge=1,
-        le=1000,
-        description="Failed logins (distinct passwords or user names) from one address that ban it.",
-    )
-    window: Duration = Field(default=600, le=86400, description="… counted within this time (at most 1d).")
-    ban: Duration = Field(default=3600, le=30 * 86400, description="How long a ban lasts (at most 30d).")
-    exempt: tuple[IPNetwork, ...] = Field(
-        default=(),
-        description=(
-            "Addresses and networks that are never banned (monitoring, an office's NAT). Loopback "
-            "and the Docker gateway that local clients come from are always exempt."
-        ),
-    )
-    firewall: bool = Field(
-        default=True,
-        description=(
-            "Also reset a banned address's connections to every published port, with an nftables "
-            "table on the host (the fence service: host network, CAP_NET_ADMIN). false: only its "
-            "logins are refused."
-        ),
-    )
-
-
-class Abuse(Model):
-    """Screening of clients on port 25 before they reach smtpd, and bans after failed logins."""
-
-    dnsbl: tuple[Dnsbl, ...] = Field(
-        default=(),
-        description=(
-            "DNS blocklists postscreen asks about each new client on port 25 (they need a "
-            "resolver that reaches them, and most have usage terms); none by default."
-        ),
-    )
-    dnsbl_threshold: int = Field(
-        default=3, ge=1, description="Sum of DNSBL weights at which postscreen rejects a client."
-    )
-    auth_ban: AuthBan = Field(default_factory=AuthBan)
-
-
-Spf = Annotated[
-    str,
-    Field(
-        pattern=r"^v=spf1( [!-~]+)*$",
-        max_length=450,
-        description="An SPF record (RFC 7208), such as 'v=spf1 mx -all'.",
-    ),
-]
-
-
-class Dmarc(Model):
-    """A DMARC policy (RFC 7489 §6.3). Per domain, only the fields given override the site's."""
-
-    policy: Literal["none", "quarantine", "reject"] = Field(
-        default="quarantine", description="p=: what receivers do with mail that fails DMARC."
-    )
-    rua: Addresses | None = Field(
-        default=None, description="Where aggregate reports go (rua=) [default: admin_email]."
-    )
-
-
-class MtaSts(Model):
-    """The MTA-STS policy (RFC 8461) served on mta-sts.<domain> and announced in DNS."""
-
-    mode: Literal["enforce", "testing", "none"] = "enforce"
-    max_age: int = Field(
-        default=604800, ge=604800, le=31557600, description="Seconds senders keep the policy (≥ 1 week)."
-    )
-
-
-class Dns(Model):
-    """Settings of the records `mailstack dns` prints; every one has a default."""
-
-    ttl: int = Field(default=3600, ge=60, le=86400, description="TTL of every record, in seconds.")
-    spf: Spf = "v=spf1 mx -all"
-    dmarc: Dmarc = Field(default_factory=Dmarc)
-    caa: tuple[Domain, ...] = Field(
-        default=("letsencrypt.org",),
-        description="CAs that may issue certificates (CAA issue); empty publishes no CAA.",
-    )
 
 
 class DomainEntry(Model):

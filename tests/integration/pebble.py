@@ -35,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailstack.audit.portscan import free_local_ports
 from mailstack.images import image_id, log_dir, resolve_base
-from mailstack.state import ca_certificate
+from mailstack.state.crypto import ca_certificate
 from tests.integration.stack import WaitTimeoutError
 
 IMAGE_REPO = "mailstack-test/pebble"

@@ -20,7 +20,7 @@ from mailstack.cli import app
 from mailstack.render.writer import PlannedFile
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS, Site
-from mailstack.state import StateView
+from mailstack.state.view import StateView
 from tests.integration.stack import (
     ALICE,
     BOB,

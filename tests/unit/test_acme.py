@@ -1,5 +1,5 @@
 """tls.mode acme without a CA: the site rules, the state's key generations, and the acme
-service's own logic (compose/images/acme/acme.py, loaded as a module) — ARI identifiers,
+service's own logic (compose/images/acme/mailstack_acme, loaded as modules) — ARI identifiers,
 what is due, back-off after failures, and which key a renewal takes."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from mailstack.errors import SiteValidationError
 from mailstack.render import plan_files
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import Site
-from mailstack.state import State, acme_key_path
+from mailstack.state import State
+from mailstack.state.layout import acme_key_path
 from tests.conftest import ROOT, image_program
 
 pytestmark = pytest.mark.unit
@@ -32,7 +33,11 @@ ACME_BLOCK = (
 )
 
 
-service = image_program("acme", "acme.py")
+acme_ari = image_program("acme", "mailstack_acme.ari")
+acme_config = image_program("acme", "mailstack_acme.config")
+acme_due = image_program("acme", "mailstack_acme.due")
+acme_schedule = image_program("acme", "mailstack_acme.schedule")
+acme_store = image_program("acme", "mailstack_acme.store")
 
 
 def self_signed(
@@ -129,10 +134,10 @@ def acme_site() -> Site:
 
 
 def spki(path: Path) -> str:
-    from mailstack.state import _spki_sha256
+    from mailstack.state.crypto import spki_sha256
 
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    return _spki_sha256(key)  # type: ignore[arg-type]
+    return spki_sha256(key)  # type: ignore[arg-type]
 
 
 def test_first_render_makes_two_key_generations_and_a_temporary_certificate(tmp_path: Path) -> None:
@@ -224,11 +229,11 @@ def test_rendering_mounts_the_live_directory_and_runs_the_acme_service(tmp_path:
 def test_ari_certificate_id_is_rfc_9773s_example() -> None:
     aki = x509.AuthorityKeyIdentifier(bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), None, None)
     cert = self_signed(ec.generate_private_key(ec.SECP256R1()), 0x87654321, aki)
-    assert service.ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+    assert acme_ari.ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
 
 def service_config(state_dir: Path, names: tuple[str, ...]) -> object:
-    return service.Config(
+    return acme_config.Config(
         directory_url="https://127.0.0.1:1/dir",  # nothing listens there
         email="hostmaster@example.org",
         names=names,
@@ -247,30 +252,30 @@ def test_due_first_for_the_temporary_certificate_then_at_two_thirds(tmp_path: Pa
     State(state).ensure(site)
     names = ("mail.example.org", "mta-sts.example.org", "autoconfig.example.org", "autodiscover.example.org")
     config = service_config(state / "acme", names)
-    store = service.Store(config)
-    assert {d.reason for d in service.due(config, store, {}, None)} == {"first"}
+    store = acme_store.Store(config)
+    assert {d.reason for d in acme_due.due(config, store, {}, None)} == {"first"}
     cert = store.live_cert("ecdsa")
     issued = {"certificates": {"ecdsa": {"serial": format(cert.serial_number, "x")}}}
-    plan = {d.kind: d for d in service.due(config, store, issued, None)}
+    plan = {d.kind: d for d in acme_due.due(config, store, issued, None)}
     assert plan["ecdsa"].reason == "renewal"
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert plan["ecdsa"].when == cert.not_valid_before_utc + lifetime * 2 / 3
     # Another directory now (letsencrypt-staging → letsencrypt): a certificate of the new CA.
     elsewhere = {"certificates": {"ecdsa": {**issued["certificates"]["ecdsa"], "directory": "https://x/dir"}}}
-    assert {d.kind: d.reason for d in service.due(config, store, elsewhere, None)}["ecdsa"] == "ca"
+    assert {d.kind: d.reason for d in acme_due.due(config, store, elsewhere, None)}["ecdsa"] == "ca"
     wider = service_config(state / "acme", (*names, "mta-sts.example.net"))
-    assert {d.kind: d.reason for d in service.due(wider, store, issued, None)}["ecdsa"] == "names"
+    assert {d.kind: d.reason for d in acme_due.due(wider, store, issued, None)}["ecdsa"] == "names"
 
 
 def test_failed_attempts_back_off_doubling_and_keep_the_certificate(tmp_path: Path) -> None:
     state = tmp_path / "state"
     State(state).ensure(acme_site())
     config = service_config(state / "acme", ("mail.example.org",))
-    store = service.Store(config)
+    store = acme_store.Store(config)
     served = (state / "acme" / "tls" / "live" / "ecdsa.crt").read_bytes()
     delays = []
     for _ in range(4):
-        ok, _wait = service.tick(config, store, manual=True)
+        ok, _wait = acme_schedule.tick(config, store, manual=True)
         assert ok is False
         status = json.loads((state / "acme" / "status.json").read_text())
         assert "cannot reach the ACME directory" in status["last_attempt"]["error"]
@@ -282,7 +287,7 @@ def test_failed_attempts_back_off_doubling_and_keep_the_certificate(tmp_path: Pa
     assert 108 <= delays[1] <= 132
     assert delays[3] <= 300 * 1.1  # capped at retry_max
     # The daemon (not manual) waits for next_retry instead of trying again.
-    ok, wait = service.tick(config, store)
+    ok, wait = acme_schedule.tick(config, store)
     assert ok is False
     assert wait > 0
     assert json.loads((state / "acme" / "status.json").read_text())["failures"] == 4

@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 from mailstack import dns as msdns
 from mailstack.cli import app
 from mailstack.site.loader import load_site, parse_site
-from mailstack.site.models import MtaSts, Site
+from mailstack.site.models import Site
+from mailstack.site.records import MtaSts
 from mailstack.state import State
 from tests.conftest import EXAMPLES
 

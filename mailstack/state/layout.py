@@ -1,0 +1,20 @@
+"""Where things are inside a state directory, and the format version it records."""
+
+from __future__ import annotations
+
+STATE_FORMAT = 1
+SECRET_NAMES = ("rspamd_controller", "redis")
+# The probe mailbox's hash is rendered into Dovecot's users file like every mailbox's hash
+# (those sit in the site file, in git); the password, 144 random bits, stays a secret.
+PROBE_PASSWORD, PROBE_HASH = "secrets/probe_password", "probe/password_hash"
+
+SERVER_KINDS = ("ecdsa", "rsa")
+# tls.mode acme (the acme service's side: compose/images/acme/)
+ACME_ACCOUNT_KEY = "acme/account.key"
+ACME_KEYS = "acme/keys"
+ACME_LIVE = "acme/tls/live"
+ACME_STATUS = "acme/status.json"
+
+
+def acme_key_path(kind: str, generation: int) -> str:
+    return f"{ACME_KEYS}/{kind}-{generation:04d}.key"
