@@ -352,9 +352,9 @@ class ServerFactory:
         image = self.image(kind)
         name = name or f"mailstack-e2e-{kind}-{secrets.token_hex(4)}"
         volume = f"{name}-docker"
-        for kind, thing in (("container", name), ("volume", volume)):
-            if run(["docker", kind, "inspect", thing], check=False).returncode == 0:
-                raise ValueError(f"a {kind} named {thing} exists already; choose another server name")
+        for what, thing in (("container", name), ("volume", volume)):
+            if run(["docker", what, "inspect", thing], check=False).returncode == 0:
+                raise ValueError(f"a {what} named {thing} exists already; choose another server name")
         ports = sorted(set(ports) - {22})
         run(["docker", "volume", "create", "--label", f"{LABEL}=1", volume])
         started = time.monotonic()
