@@ -18,17 +18,17 @@ from rich.table import Table
 from mailstack import __version__, engine
 from mailstack.audit import SECTIONS as AUDIT_SECTIONS
 from mailstack.audit import run_audit
-from mailstack.audit.shell import Shell
 from mailstack.check import CheckReport, certificate, run_check
-from mailstack.deploy import HOST_ROOT, DeployOptions
+from mailstack.check.probe import round_trip
+from mailstack.deploy import DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.dns import FORMATS as DNS_FORMATS
 from mailstack.dns import format_json, format_table, format_zone, site_records
 from mailstack.errors import UserError
 from mailstack.images import ensure_images
 from mailstack.passwords import SCHEMES, hash_password
-from mailstack.probe import round_trip
 from mailstack.purge import purge_hosts, purge_local
+from mailstack.remote import HOST_ROOT, Shell
 from mailstack.render import default_paths, render_site
 from mailstack.render.writer import Change
 from mailstack.site.loader import load_site

@@ -39,7 +39,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,11 +49,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mailstack.errors import StateError
 from mailstack.passwords import hash_token
 from mailstack.site.models import Site
-
-if TYPE_CHECKING:
-    from mailstack.vault import Vault
-
-VAULT_HEADER = b"$ANSIBLE_VAULT;"
+from mailstack.vault import VAULT_HEADER, Vault
 
 STATE_FORMAT = 1
 SECRET_NAMES = ("rspamd_controller", "redis")

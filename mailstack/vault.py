@@ -15,7 +15,9 @@ from ansible.errors import AnsibleError
 from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
 
 from mailstack.errors import StateError, UserError
-from mailstack.state import VAULT_HEADER
+
+# How every ansible-vault file starts; what tells an encrypted state file from a plain one.
+VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailstack.audit.shell import Shell
 from mailstack.check import certificate, published, roundtrip, transport, web
+from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
 from mailstack.dns import site_records
 from mailstack.errors import UserError
-from mailstack.probe import client_host
+from mailstack.remote import Shell
 from mailstack.site.models import Host, Site
 from mailstack.state import State
 from mailstack.vault import Vault

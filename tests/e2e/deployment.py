@@ -28,8 +28,7 @@ from pathlib import Path
 
 from mailstack.passwords import hash_password
 from mailstack.site.models import STANDARD_PORTS as MODEL_PORTS
-from mailstack.state import VAULT_HEADER
-from mailstack.vault import Vault
+from mailstack.vault import VAULT_HEADER, Vault
 from tests.e2e.harness import Server, ansible_env, run
 
 #: Site ports -> the same port inside the server (reached via server.port(N)): the model's

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack import engine, render
-from mailstack.audit.portscan import free_local_ports
 from mailstack.cli import app
+from mailstack.remote import free_local_ports
 from mailstack.render.writer import PlannedFile
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS, Site
