@@ -225,15 +225,16 @@ def run_playbook(command: list[str], say: Say) -> DeployResult:
         )
     except OSError as exc:
         raise DeployError(f"cannot run ansible-playbook: {exc}") from None
-    assert process.stdout is not None  # noqa: S101 - we asked for a pipe
-    for line in process.stdout:
-        shown = progress_line(line.rstrip("\n"))
-        if shown is not None:
-            say(shown)
-        if recap := recap_line(line):
-            host, counts = recap
-            result.recap[host] = counts
-    result.returncode = process.wait()
+    with process:  # closes the pipe
+        assert process.stdout is not None  # noqa: S101 - we asked for a pipe
+        for line in process.stdout:
+            shown = progress_line(line.rstrip("\n"))
+            if shown is not None:
+                say(shown)
+            if recap := recap_line(line):
+                host, counts = recap
+                result.recap[host] = counts
+        result.returncode = process.wait()
     return result
 
 
