@@ -128,14 +128,7 @@ def audit(
         say=lambda text: out.print(f"[dim]audit:[/] {text}"),
     )
     show.audit(result)
-    markdown, data = result.write(report or p.out_dir.with_name(p.out_dir.name + ".audit"))
-    counts = result.counts()
-    out.print(
-        f"{counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skipped in {result.seconds:.0f} s; "
-        f"report: {markdown} and {data}"
-    )
-    if not result.ok:
-        raise typer.Exit(1)
+    show.audit_report(result, *result.write(report or p.out_dir.with_name(p.out_dir.name + ".audit")))
 
 
 @user_errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -117,6 +118,17 @@ def audit(result: Report) -> None:
     marks = {"pass": "[green]PASS[/]", "fail": "[red bold]FAIL[/]", "skip": "[yellow]skip[/]"}
     for item in result.items:
         out.print(f"{marks[item.status]} {item.id:<40} {escape(item.detail)}")
+
+
+def audit_report(result: Report, markdown: Path, data: Path) -> None:
+    """The counts and where the report is; exit 1 when an item failed."""
+    counts = result.counts()
+    out.print(
+        f"{counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skipped in {result.seconds:.0f} s; "
+        f"report: {markdown} and {data}"
+    )
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def renewal(result: Renewal) -> None:
