@@ -42,10 +42,11 @@ test-integration: images  ## Integration tests against the stack in Docker
 test-e2e: images  ## Ansible against a server container
 	$(PYTEST) -m e2e
 
-lint: install  ## ruff, mypy (strict), yamllint, ansible-lint
+lint: install  ## ruff, mypy (strict), import-linter (layers), yamllint, ansible-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/yamllint --strict .
 	@if [ -f playbooks/site.yml ]; then $(BIN)/ansible-lint --profile production playbooks/; fi
 

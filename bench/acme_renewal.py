@@ -33,7 +33,7 @@ from cryptography import x509
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailstack.audit.portscan import free_local_ports  # noqa: E402
+from mailstack.remote import free_local_ports  # noqa: E402
 from mailstack.site.models import STANDARD_PORTS  # noqa: E402
 from tests.integration.pebble import Pebble  # noqa: E402
 

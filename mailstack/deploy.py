@@ -1,4 +1,5 @@
-"""`mailstack deploy`: render for the hosts' layout, then run playbooks/site.yml over SSH."""
+"""`mailstack deploy`: render the release for the hosts' layout, then run playbooks/site.yml
+over SSH with the release's inventory."""
 
 from __future__ import annotations
 
@@ -16,15 +17,13 @@ from pathlib import Path
 from mailstack import __version__
 from mailstack.errors import UserError
 from mailstack.images import SERVICES, ensure_images, image_id, image_tag
-from mailstack.render import plan_files
-from mailstack.render.writer import diff, with_manifest, write
+from mailstack.remote import HostPaths
+from mailstack.render import Plan, plan
 from mailstack.resources import resource_dir
-from mailstack.site.models import Site
+from mailstack.site.models import Host, Site
 from mailstack.state import State
 from mailstack.vault import Vault
 
-# The layout on every host; the rendered compose project refers to state relative to it.
-HOST_ROOT = Path("/opt/mailstack")
 _RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)"
@@ -46,13 +45,17 @@ class DeployOptions:
     images: str = "build"  # build | load
     base_image: str | None = None
     bootstrap_base: bool = False
-    vault_password_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.images not in ("build", "load"):
+            raise DeployError(f"--images must be build or load, not {self.images!r}")
 
 
 @dataclass
 class DeployResult:
     returncode: int
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    hosts: list[Host] = field(default_factory=list)  # the hosts the play was for (--limit)
 
     @property
     def ok(self) -> bool:
@@ -65,14 +68,25 @@ def release_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".release")
 
 
-def render_release(site: Site, state_dir: Path, out_dir: Path, vault: Vault | None = None) -> Path:
-    """The same site rendered for /opt/mailstack/<site>/{live,state} on the hosts."""
-    view = State(state_dir, vault=vault).ensure(site)
-    host_dir = HOST_ROOT / site.site
-    files = with_manifest(plan_files(site, view, host_dir / "state", host_dir / "live"))
-    target = release_dir(out_dir)
-    write(target, diff(target, files))
-    return target
+def inventory_file(out_dir: Path) -> Path:
+    """The inventory of the last release (its group_vars/ beside it)."""
+    return release_dir(out_dir) / "ansible" / "inventory.yml"
+
+
+def render_release(site: Site, state_dir: Path, out_dir: Path, vault: Vault | None = None) -> Plan:
+    """The site rendered once, for /opt/mailstack/<site>/{live,state} on the hosts, and written
+    beside ``out_dir``; its ansible/ tree is the inventory the play runs with."""
+    host = HostPaths(site.site)
+    release = plan(
+        site, release_dir(out_dir), state_dir, vault=vault, live_out_dir=host.live, live_state_dir=host.state
+    )
+    release.write()
+    return release
+
+
+def selected_hosts(site: Site, limit: str | None) -> list[Host]:
+    """The hosts a deploy with ``--limit`` reaches (host names, comma-separated)."""
+    return [h for h in site.hosts if limit is None or h.name in limit.split(",")]
 
 
 def image_archive(out_dir: Path, say: Say) -> tuple[Path, dict[str, str]]:
@@ -107,7 +121,13 @@ def image_archive(out_dir: Path, say: Say) -> tuple[Path, dict[str, str]]:
 
 
 def deploy(
-    site: Site, out_dir: Path, state_dir: Path, options: DeployOptions, say: Say = print
+    site: Site,
+    out_dir: Path,
+    state_dir: Path,
+    options: DeployOptions,
+    *,
+    vault: Vault | None = None,
+    say: Say = print,
 ) -> DeployResult:
     if not site.hosts:
         raise DeployError("the site lists no hosts; add a `hosts:` entry to deploy to")
@@ -115,31 +135,13 @@ def deploy(
     for tool, package in (("ssh", "openssh-client"), ("rsync", "rsync")):
         if shutil.which(tool) is None:
             raise DeployError(f"`mailstack deploy` needs {tool} on this machine (apt-get install {package})")
-    vault = Vault(options.vault_password_file) if options.vault_password_file else None
     release = render_release(site, state_dir, out_dir, vault)
-    extra: dict[str, object] = {
-        "mailstack_version": __version__,
-        "mailstack_release_src": str(release.resolve()),
-        "mailstack_state_src": str(state_dir.resolve()),
-        "mailstack_stack_images_mode": options.images,
-        # Encrypted state goes through Ansible's copy module, which decrypts it on the way.
-        "mailstack_stack_state_vaulted": vault is not None,
-        # The top of the state directory, for that copy (acme/ is copied without replacing).
-        "mailstack_stack_state_entries": sorted(p.name for p in state_dir.iterdir()),
-        "mailstack_stack_acme": (state_dir / "acme").is_dir(),
-    }
+    extra = extra_vars(release.out_dir, state_dir, options, vaulted=vault is not None)
     if options.images == "load":
         ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say)
         archive, ids = image_archive(out_dir, say)
         extra["mailstack_images_archive"] = str(archive.resolve())
         extra["mailstack_images_ids"] = ids
-    else:
-        extra["mailstack_images_src"] = str(resource_dir("compose"))
-        if options.base_image:
-            extra["mailstack_stack_base_image"] = options.base_image
-        if options.bootstrap_base:
-            extra["mailstack_stack_base_bootstrap"] = True
-            extra.setdefault("mailstack_stack_base_image", "mailstack/base:trixie")
     # tls.mode acme: the hosts' acme/ comes back here, then into the state (adopt_acme).
     pulled = out_dir.with_name(out_dir.name + ".acme-pulled")
     shutil.rmtree(pulled, ignore_errors=True)
@@ -148,7 +150,9 @@ def deploy(
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="mailstack-vars-", delete=False) as handle:
         json.dump(extra, handle)
     try:
-        result = run_playbook(out_dir / "ansible" / "inventory.yml", Path(handle.name), options, say)
+        command = playbook_command(inventory_file(out_dir), Path(handle.name), options, vault)
+        result = run_playbook(command, say)
+        result.hosts = selected_hosts(site, options.limit)
         if pulled.is_dir():
             taken = State(state_dir, vault=vault).adopt_acme(pulled)
             if taken:
@@ -159,22 +163,54 @@ def deploy(
         shutil.rmtree(pulled, ignore_errors=True)  # it held private keys in plain text
 
 
-def run_playbook(inventory: Path, extra_vars: Path, options: DeployOptions, say: Say) -> DeployResult:
-    playbooks = resource_dir("playbooks")
+def extra_vars(release: Path, state_dir: Path, options: DeployOptions, *, vaulted: bool) -> dict[str, object]:
+    """The play's variables, but for the image archive (``--images load``) and the acme pull."""
+    extra: dict[str, object] = {
+        "mailstack_version": __version__,
+        "mailstack_release_src": str(release.resolve()),
+        "mailstack_state_src": str(state_dir.resolve()),
+        "mailstack_stack_images_mode": options.images,
+        # Encrypted state goes through Ansible's copy module, which decrypts it on the way.
+        "mailstack_stack_state_vaulted": vaulted,
+        # The top of the state directory, for that copy (acme/ is copied without replacing).
+        "mailstack_stack_state_entries": sorted(p.name for p in state_dir.iterdir()),
+        "mailstack_stack_acme": (state_dir / "acme").is_dir(),
+    }
+    if options.images == "load":
+        # Such hosts reach no registry and no mirror: install from their apt cache only.
+        extra["mailstack_host_apt_update"] = extra["mailstack_docker_apt_update"] = False
+    else:
+        extra["mailstack_images_src"] = str(resource_dir("compose"))
+        if options.base_image:
+            extra["mailstack_stack_base_image"] = options.base_image
+        if options.bootstrap_base:
+            extra["mailstack_stack_base_bootstrap"] = True
+            extra.setdefault("mailstack_stack_base_image", "mailstack/base:trixie")
+    return extra
+
+
+def playbook_command(
+    inventory: Path, extra_vars: Path, options: DeployOptions, vault: Vault | None = None
+) -> list[str]:
     command = [
         str(Path(sys.executable).with_name("ansible-playbook")),
         "--inventory",
         str(inventory),
         "--extra-vars",
         f"@{extra_vars}",
-        str(playbooks / "site.yml"),
+        str(resource_dir("playbooks") / "site.yml"),
     ]
     command += ["--check"] if options.check else []
     command += ["--diff"] if options.diff else []
     command += ["--limit", options.limit] if options.limit else []
     command += ["--tags", options.tags] if options.tags else []
-    if options.vault_password_file:
-        command += ["--vault-password-file", str(options.vault_password_file)]
+    if vault is not None:
+        command += ["--vault-password-file", str(vault.password_file)]
+    return command
+
+
+def run_playbook(command: list[str], say: Say) -> DeployResult:
+    playbooks = resource_dir("playbooks")
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(playbooks / "ansible.cfg"),
@@ -189,15 +225,25 @@ def run_playbook(inventory: Path, extra_vars: Path, options: DeployOptions, say:
         )
     except OSError as exc:
         raise DeployError(f"cannot run ansible-playbook: {exc}") from None
-    assert process.stdout is not None  # noqa: S101 - we asked for a pipe
-    for line in process.stdout:
-        shown = progress_line(line.rstrip("\n"))
-        if shown is not None:
-            say(shown)
-        if match := _RECAP.match(line.strip()):
-            result.recap[match["host"]] = {k: int(v) for k, v in match.groupdict().items() if k != "host"}
-    result.returncode = process.wait()
+    with process:  # closes the pipe
+        assert process.stdout is not None  # noqa: S101 - we asked for a pipe
+        for line in process.stdout:
+            shown = progress_line(line.rstrip("\n"))
+            if shown is not None:
+                say(shown)
+            if recap := recap_line(line):
+                host, counts = recap
+                result.recap[host] = counts
+        result.returncode = process.wait()
     return result
+
+
+def recap_line(line: str) -> tuple[str, dict[str, int]] | None:
+    """A host's line of the PLAY RECAP: (host, {ok, changed, unreachable, failed})."""
+    match = _RECAP.match(line.strip())
+    if match is None:
+        return None
+    return match["host"], {k: int(v) for k, v in match.groupdict().items() if k != "host"}
 
 
 def progress_line(line: str) -> str | None:

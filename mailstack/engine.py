@@ -14,20 +14,18 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack import render
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
-from mailstack.render import plan_files
-from mailstack.render.acme import ACME_CONFIG_DIR
 from mailstack.render.context import STATE_MOUNT
 from mailstack.render.web import web_enabled
-from mailstack.render.writer import Action, Change, diff, with_manifest, write
+from mailstack.render.writer import Action
 from mailstack.site.models import Site
-from mailstack.state import State
 from mailstack.state.layout import ACME_STATUS
 from mailstack.vault import is_encrypted_state
 
@@ -142,21 +140,17 @@ def up(
             f"{project.state_dir} is encrypted with ansible-vault; containers need it plain: "
             "run `mailstack vault decrypt` first (and keep it out of git)"
         )
-    state = State(project.state_dir)
-    view = state.ensure(project.site)
-    files = with_manifest(plan_files(project.site, view, project.state_dir, project.out_dir))
-    actions = diff(project.out_dir, files)
-    changed = {a.path for a in actions if a.change is not Change.UNCHANGED}
+    plan = render.plan(project.site, project.out_dir, project.state_dir)
     # A certificate re-issued with more names (same key) is read again on reload.
-    recertified = set(TLS_SERVICES) if any(p.endswith(".crt") for p in state.changes.reissued) else set()
+    recertified = set(TLS_SERVICES) if any(p.endswith(".crt") for p in plan.state.reissued) else set()
     check_ports(project)
-    if changed:
-        check_configs(project, actions, say)
+    if plan.changed:
+        check_configs(project, plan, say)
     before = container_ids(project)
-    write(project.out_dir, actions)
-    result.actions = actions
+    plan.write()
+    result.actions = plan.actions
     run_compose_up(project)
-    result.reloaded = reload_changed(project, changed, before, say, also=recertified)
+    result.reloaded = reload_changed(project, plan.changed, before, say, also=recertified)
     wait_healthy(project, timeout, say)
     if project.site.tls.mode == "acme":
         wait_first_acme_attempt(project, ACME_FIRST_WAIT, say)
@@ -183,60 +177,25 @@ def wait_first_acme_attempt(project: Project, timeout: float, say: Say) -> None:
     say(f"the acme service made no attempt within {timeout:.0f}s; see `mailstack logs SITE acme`")
 
 
-def acme_renew(
-    project: Project,
-    *,
-    force: bool,
-    remote: Callable[..., subprocess.CompletedProcess[str]] | None = None,
-    remote_compose_file: str = "",
-) -> tuple[bool, dict[str, Any]]:
-    """One attempt of the running acme service now (here, or through ``remote``, a deployed
-    host's shell, whose compose file is ``remote_compose_file``); returns (ok, its report)."""
-    command = ["exec", "-T", "acme", "mailstack-acme", "renew", f"{ACME_CONFIG_DIR}/acme.toml"]
-    command += ["--force"] if force else []
-    if remote is None:
-        run = project.compose(*command, timeout=900)
-    else:
-        where = ["--project-name", project.name, "--file", remote_compose_file]
-        run = remote("docker", "compose", *where, *command, timeout=900)
-    try:
-        report = json.loads(run.stdout)
-    except ValueError:
-        detail = run.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise EngineError(f"the acme service did not answer (is the stack up?): {detail[0]}") from None
-    return run.returncode == 0 and bool(report.get("ok")), report
-
-
-def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None:
-    """Render into a staging directory and let each daemon check it; raise if one refuses."""
+def check_configs(project: Project, plan: render.Plan, say: Say) -> None:
+    """Stage the plan in a directory of its own and let each daemon check it; raise if one
+    refuses."""
     project.out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.site.site}-staging-", dir=project.out_dir.parent))
     staging = staging.resolve()  # docker takes a relative path for a volume name
     try:
-        write(staging, diff(staging, [a.planned for a in actions if a.planned is not None]))
+        plan.stage(staging)
         for service, (source, target, command) in CONFIG_CHECKS.items():
             say(f"checking the new {service} configuration")
-            check = subprocess.run(
-                [
-                    "docker",
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "--entrypoint",
-                    command[0],
-                    "--volume",
-                    f"{staging / source}:{target}:ro",
-                    "--volume",
-                    f"{project.state_dir.resolve()}:{STATE_MOUNT}:ro",
-                    image_tag(service),
-                    *command[1:],
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
+            volumes = [f"{staging / source}:{target}:ro", f"{project.state_dir.resolve()}:{STATE_MOUNT}:ro"]
+            options = [
+                "--rm",
+                "--network=none",
+                f"--entrypoint={command[0]}",
+                *(f"--volume={v}" for v in volumes),
+            ]
+            argv = ["docker", "run", *options, image_tag(service), *command[1:]]
+            check = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
             if check.returncode != 0:
                 output = (check.stdout + check.stderr).strip().splitlines()
                 detail = " | ".join(output[-5:]) or f"exit {check.returncode}"
@@ -250,12 +209,9 @@ def check_configs(project: Project, actions: Sequence[Action], say: Say) -> None
 
 def published_by_project(project: Project) -> set[tuple[str, int]]:
     ps = project.compose("ps", "--format", "json")
-    published: set[tuple[str, int]] = set()
-    for entry in _json_lines(ps.stdout if ps.returncode == 0 else ""):
-        for publisher in entry.get("Publishers") or []:
-            if publisher.get("PublishedPort"):
-                published.add((str(publisher.get("URL")), int(publisher["PublishedPort"])))
-    return published
+    return {
+        pair for entry in _json_lines(ps.stdout if ps.returncode == 0 else "") for pair in _published(entry)
+    }
 
 
 def check_ports(project: Project) -> None:
@@ -374,27 +330,26 @@ def down(project: Project, *, volumes: bool = False) -> None:
         raise EngineError(f"docker compose down failed: {run.stderr.strip()}")
 
 
-def status(project: Project) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    state: str
+    health: str  # "-" without a healthcheck
+    ports: list[str]  # address:port published
+
+
+def status(project: Project) -> list[ServiceStatus]:
     check_engine()
     ps = project.compose("ps", "--all", "--format", "json")
-    rows = []
-    for entry in _json_lines(ps.stdout):
-        ports = sorted(
-            {
-                f"{p['URL']}:{p['PublishedPort']}"
-                for p in entry.get("Publishers") or []
-                if p.get("PublishedPort")
-            }
+    return [
+        ServiceStatus(
+            service=entry["Service"],
+            state=entry.get("State", ""),
+            health=entry.get("Health", "") or "-",
+            ports=sorted(f"{url}:{port}" for url, port in _published(entry)),
         )
-        rows.append(
-            {
-                "service": entry["Service"],
-                "state": entry.get("State", ""),
-                "health": entry.get("Health", "") or "-",
-                "ports": " ".join(ports),
-            }
-        )
-    return rows
+        for entry in _json_lines(ps.stdout)
+    ]
 
 
 def logs(project: Project, service: str | None, *, follow: bool, tail: int | None) -> int:
@@ -420,6 +375,12 @@ def endpoints(site: Site) -> list[tuple[str, str, str]]:
     host = site.network.bind[0]
     shown = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
     return [(p, f"{shown}:{port}", security[p]) for p, port in site.network.ports.published().items()]
+
+
+def _published(entry: dict[str, Any]) -> set[tuple[str, int]]:
+    """(address, port) of each port a `compose ps` entry publishes."""
+    publishers = entry.get("Publishers") or []
+    return {(str(p.get("URL")), int(p["PublishedPort"])) for p in publishers if p.get("PublishedPort")}
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mailstack.deploy import inventory_file
 from mailstack.engine import Project, check_engine
 from mailstack.errors import UserError
 from mailstack.site.fields import parse_address
@@ -50,7 +51,10 @@ def purge_local(project: Project, address: str, *, yes: bool) -> str:
 def purge_hosts(project: Project, address: str, *, yes: bool) -> int:
     """Delete the mail of ``address`` on every host of the site, through Ansible."""
     home = _guard(project, address, yes)
-    inventory = project.out_dir / "ansible" / "inventory.yml"
+    # The hosts of the last deploy; without one Ansible would match no host and succeed.
+    inventory = inventory_file(project.out_dir)
+    if not inventory.exists():
+        raise UserError(f"no deployed release at {inventory.parent.parent}: run `mailstack deploy` first")
     command = [
         str(Path(sys.executable).with_name("ansible")),
         "all",

@@ -28,6 +28,7 @@ class VaultResult:
 
 class Vault:
     def __init__(self, password_file: Path) -> None:
+        self.password_file = password_file  # Ansible reads it too, for the state it copies
         try:
             password = password_file.read_bytes().strip()
         except OSError as exc:
@@ -44,6 +45,11 @@ class Vault:
             return bytes(self._lib.decrypt(data))
         except AnsibleError:
             raise StateError(f"cannot decrypt {where}: wrong vault password?") from None
+
+
+def open_vault(password_file: Path | None) -> Vault | None:
+    """The vault of ``--vault-password-file``; None without one (the state is plain)."""
+    return Vault(password_file) if password_file is not None else None
 
 
 def state_files(state_dir: Path) -> list[Path]:

@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 
 from mailstack.audit import containers, host, smtp, tls
+from mailstack.audit.containers import AuditError
 from mailstack.audit.report import Item, Report
-from mailstack.audit.shell import AuditError, Shell
+from mailstack.remote import Shell
 from mailstack.render.context import fence_table
 from mailstack.site.models import Host, Site
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from mailstack.audit.report import Item
-from mailstack.audit.shell import AuditError, Shell
+from mailstack.errors import UserError
+from mailstack.remote import Shell
 
 SRC_CAPS = "CIS Docker Benchmark: restrict Linux kernel capabilities within containers"
 SRC_NNP = "CIS Docker Benchmark: restrict containers from acquiring additional privileges"
@@ -18,6 +19,10 @@ SRC_HEALTH = "CIS Docker Benchmark: container health is checked at runtime"
 SRC_SECRETS = "CIS Docker Benchmark: secrets not in images or environment; compose secrets"
 SRC_PRIVILEGED = "CIS Docker Benchmark: do not use privileged containers"
 SRC_INTERNAL = "CIS Docker Benchmark: restrict network traffic between containers; issue #5"
+
+
+class AuditError(UserError):
+    """The site is not in a state that can be audited."""
 
 
 def inspect_project(shell: Shell, project: str) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from mailstack.audit.portscan import open_ports
 from mailstack.audit.report import Item
-from mailstack.audit.shell import Shell
+from mailstack.remote import Shell
 from mailstack.site.models import Host
 
 LYNIS_MINIMUM = 80

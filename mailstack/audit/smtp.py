@@ -8,7 +8,7 @@ import ssl
 from typing import Any
 
 from mailstack.audit.report import Item
-from mailstack.audit.shell import Shell
+from mailstack.remote import Shell
 from mailstack.site.models import Site
 
 PRODUCT_NAMES = re.compile(r"postfix|dovecot|pigeonhole|debian|ubuntu|rspamd|redis|openssl", re.I)

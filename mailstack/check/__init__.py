@@ -12,18 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailstack.audit.shell import Shell
 from mailstack.check import certificate, published, roundtrip, transport, web
+from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
 from mailstack.dns import site_records
 from mailstack.errors import UserError
-from mailstack.probe import client_host
+from mailstack.remote import Shell
 from mailstack.site.models import Host, Site
 from mailstack.state import State
 from mailstack.vault import Vault
 
-__all__ = ["CheckReport", "Result", "run_check"]
+__all__ = ["CheckReport", "Result", "check_hosts", "run_check"]
 
 
 def run_check(
@@ -66,6 +66,13 @@ def run_check(
         report.results += published.dns_results(records, resolver)
     report.seconds = time.monotonic() - started
     return report
+
+
+def check_hosts(
+    site: Site, state_dir: Path, hosts: list[Host], *, site_dir: Path = Path(), vault: Vault | None = None
+) -> list[CheckReport]:
+    """`mailstack check` of each of ``hosts``, one after the other (after a deploy)."""
+    return [run_check(site, state_dir, target=h, site_dir=site_dir, vault=vault) for h in hosts]
 
 
 @contextmanager

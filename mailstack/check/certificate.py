@@ -19,9 +19,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mailstack.audit.shell import Shell
 from mailstack.check.results import Result, passed, warned
-from mailstack.deploy import HOST_ROOT
+from mailstack.remote import HostPaths, Shell
 from mailstack.site.models import Host, Site
 from mailstack.site.tls import Acme
 from mailstack.state import State
@@ -78,7 +77,7 @@ def state_reader(site: Site, state: State, target: Host | None = None, site_dir:
 
     def read(relpath: str) -> bytes | None:
         if shell is not None and relpath.startswith("acme/"):
-            run = shell.run("cat", str(HOST_ROOT / site.site / "state" / relpath))
+            run = shell.run("cat", str(HostPaths(site.site).state / relpath))
             return run.stdout.encode() if run.returncode == 0 else None
         try:
             return state.read(relpath)

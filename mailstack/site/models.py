@@ -8,7 +8,7 @@ sections have modules of their own: tls, limits, abuse, records (DNS settings).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError

@@ -20,8 +20,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from mailstack import engine
-from mailstack.audit.portscan import free_local_ports
 from mailstack.errors import UserError
+from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
 from tests.integration.netns import ClientNets

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailstack.audit.portscan import free_local_ports
 from mailstack.images import image_id, log_dir, resolve_base
+from mailstack.remote import free_local_ports
 from mailstack.state.crypto import ca_certificate
 from tests.integration.stack import WaitTimeoutError
 

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from mailstack import engine
-from mailstack.audit.portscan import free_local_ports
 from mailstack.errors import UserError
+from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS
 from tests.integration.stack import SITE_FIXTURE, Stack

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailstack import engine
-from mailstack.audit.portscan import free_local_ports
 from mailstack.check.transport import spki_sha256
+from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS
 from tests.integration.pebble import Pebble

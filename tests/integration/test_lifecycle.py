@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack import engine, render
-from mailstack.audit.portscan import free_local_ports
 from mailstack.cli import app
+from mailstack.remote import free_local_ports
 from mailstack.render.writer import PlannedFile
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS, Site
@@ -89,7 +89,7 @@ def test_config_a_daemon_rejects_is_refused_before_anything_restarts(
         assert any(f.path == path for f in files), f"the render has no {path} to break"
         return [PlannedFile(f.path, f.content + garbage, f.mode) if f.path == path else f for f in files]
 
-    monkeypatch.setattr(engine, "plan_files", broken_plan)
+    monkeypatch.setattr(render, "plan_files", broken_plan)
     ids = stack.container_ids()
     started = started_at(ids)
     tree = snapshot(stack.out_dir)

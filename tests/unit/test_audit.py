@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mailstack.audit.containers import container_items, published_targets, state_secret_values
+from mailstack.audit.containers import AuditError, container_items, published_targets, state_secret_values
 from mailstack.audit.host import port_scan_item
 from mailstack.audit.portscan import open_ports
 from mailstack.audit.report import Item, Report
-from mailstack.audit.shell import AuditError, Shell
 from mailstack.audit.tls import ScanResult, TlsPort, scan_items
 from mailstack.cli import app
+from mailstack.remote import Shell
 from mailstack.site.models import Host
 from tests.conftest import EXAMPLES
 

@@ -1,24 +1,54 @@
-"""Where the audit runs commands: here, or on a site host over SSH."""
+"""A site's hosts seen from here: the SSH shell that runs commands on one (or here), and
+the directory layout `mailstack deploy` gives each host. Shared by deploy, check, audit and
+tls, so that they reach a host and find its files the same way."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack.audit.portscan import free_local_ports, wait_listening
 from mailstack.errors import UserError
 from mailstack.site.models import Host
 
 COMMAND_TIMEOUT = 300.0
+# The layout on every host (playbooks: mailstack_stack_root); the rendered compose project
+# refers to the state relative to it.
+HOST_ROOT = Path("/opt/mailstack")
 
 
-class AuditError(UserError):
-    pass
+class RemoteError(UserError):
+    """A command or an SSH connection to a host failed."""
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where a site lives on each of its hosts."""
+
+    site: str
+
+    @property
+    def root(self) -> Path:
+        return HOST_ROOT / self.site
+
+    @property
+    def live(self) -> Path:
+        """The rendered release the stack runs from."""
+        return self.root / "live"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def compose_file(self) -> Path:
+        return self.live / "compose.yaml"
 
 
 # playbooks/ansible.cfg's ssh_args, for when ANSIBLE_SSH_ARGS does not replace them.
@@ -51,7 +81,7 @@ class Shell:
     def ssh_base(self) -> list[str]:
         host = self.host
         if host is None:
-            raise AuditError("a local audit has no host to reach over SSH")
+            raise RemoteError("a local shell has no host to reach over SSH")
         base = ["ssh", *ansible_ssh_options(), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
         base += ["-p", str(host.ssh_port)]
         if host.ssh_key:
@@ -68,14 +98,14 @@ class Shell:
         try:
             return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
         except FileNotFoundError as exc:
-            raise AuditError(f"{argv[0] if self.host is None else 'ssh'} is not installed") from exc
+            raise RemoteError(f"{argv[0] if self.host is None else 'ssh'} is not installed") from exc
 
     def output(self, *argv: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """stdout of a command that must succeed."""
         run = self.run(*argv, timeout=timeout)
         if run.returncode != 0:
             where = "" if self.host is None else f" on {self.host.name}"
-            raise AuditError(
+            raise RemoteError(
                 f"`{shlex.join(argv)}`{where} failed (exit {run.returncode}): "
                 f"{(run.stderr or run.stdout).strip()[-500:]}"
             )
@@ -103,7 +133,7 @@ class Shell:
             if not wait_listening(list(local.values()), timeout=20, alive=lambda: tunnel.poll() is None):
                 tunnel.kill()
                 error = tunnel.stderr.read() if tunnel.stderr else ""
-                raise AuditError(f"the SSH port forwards to {self.host.name} did not open: {error.strip()}")
+                raise RemoteError(f"the SSH port forwards to {self.host.name} did not open: {error.strip()}")
             yield local
         finally:
             tunnel.terminate()
@@ -111,3 +141,33 @@ class Shell:
                 tunnel.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 tunnel.kill()
+
+
+def free_local_ports(count: int) -> list[int]:
+    """Ports nobody listens on now on 127.0.0.1 (held together, so they differ)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def is_open(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(ports: list[int], *, timeout: float, alive: Callable[[], bool]) -> bool:
+    """True once every port on 127.0.0.1 accepts connections; False on timeout or death."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if all(is_open("127.0.0.1", port, 0.5) for port in ports):
+            return True
+        time.sleep(0.2)
+    return False

@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from mailstack.check.certificate import state_reader
+from mailstack.check.certificate import tls_context as certificate_context
 from mailstack.errors import UserError
 from mailstack.site.models import Site
 from mailstack.state import State
@@ -46,10 +48,8 @@ def tls_context(site: Site, state_dir: Path) -> ssl.SSLContext:
     """Verify the chain (against the site's CA when self-signed, or the issuers of the acme
     service's certificates). The name is checked by :func:`check_name`, since the stack is
     reached by address, not by its hostname."""
-    from mailstack.check import certificate  # here: mailstack.check imports this module
-
-    read = certificate.state_reader(site, State(state_dir, write=False))
-    return certificate.tls_context(site, read)
+    read = state_reader(site, State(state_dir, write=False))
+    return certificate_context(site, read)
 
 
 def check_name(sock: ssl.SSLSocket, hostname: str) -> None:
