@@ -176,10 +176,9 @@ def extra_vars(release: Path, state_dir: Path, options: DeployOptions, *, vaulte
         "mailstack_stack_state_entries": sorted(p.name for p in state_dir.iterdir()),
         "mailstack_stack_acme": (state_dir / "acme").is_dir(),
     }
-    if options.images == "load":
-        # Such hosts reach no registry and no mirror: install from their apt cache only.
-        extra["mailstack_host_apt_update"] = extra["mailstack_docker_apt_update"] = False
-    else:
+    # --images load is about images only: whether a host refreshes apt's lists is its own
+    # setting (hosts[].packages, in the inventory); an extra var here would beat it.
+    if options.images == "build":
         extra["mailstack_images_src"] = str(resource_dir("compose"))
         if options.base_image:
             extra["mailstack_stack_base_image"] = options.base_image
