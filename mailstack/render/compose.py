@@ -109,6 +109,20 @@ def published_ports(site: Site) -> dict[str, list[str]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Project:
+    """What every service's entry needs to know about the site's project."""
+
+    site: Site
+    slots: Slots
+    secrets: dict[str, list[Secret]]
+    acme: AcmeSettings
+    version: str
+    offline: bool
+    present: set[str]  # service names
+    published: dict[str, list[str]]
+
+
 def compose_services(
     site: Site,
     slots: Slots,
@@ -120,56 +134,44 @@ def compose_services(
 ) -> list[ComposeService]:
     present = services.present(site)
     names = {s.name for s in present}
-    published = published_ports(site)
-    return [
-        _resolve(s, site, slots, secrets.get(s.name, []), acme, version, offline, names, published)
-        for s in present
-    ]
+    project = _Project(site, slots, secrets, acme, version, offline, names, published_ports(site))
+    return [_resolve(s, project) for s in present]
 
 
-def _resolve(
-    s: Service,
-    site: Site,
-    slots: Slots,
-    secrets: list[Secret],
-    acme: AcmeSettings,
-    version: str,
-    offline: bool,
-    names: set[str],
-    published: dict[str, list[str]],
-) -> ComposeService:
-    hooked = acme.enabled and s.certificates is not None
+def _resolve(s: Service, p: _Project) -> ComposeService:
+    # tls.mode acme: the certificate readers run a reload loop beside their daemon.
+    hook = s.certificates if p.acme.enabled else None
     return ComposeService(
         name=s.name,
-        why=tuple(slots.fill(line) for line in s.why),
-        image=f"mailstack/{s.image}:{version}",
+        why=tuple(p.slots.fill(line) for line in s.why),
+        image=f"mailstack/{s.image}:{p.version}",
         command=s.command,
         user=s.user,
         network_mode="host" if s.host_network else "",
-        hostname=site.hostname if s.hostname else "",
+        hostname=p.site.hostname if s.hostname else "",
         init=s.init,
         init_why=s.init_why,
         cap_add=s.caps,
         mem_limit=s.memory,
         pids_limit=s.pids,
-        ports=published.get(s.name, []),
-        hook=s.certificates.replaces if hooked and s.certificates else "",
-        hook_argv=acme.commands.get(s.name, []) if hooked else [],
-        hook_why=s.certificates.why if hooked and s.certificates else (),
-        volumes=_volumes(s, slots, acme),
+        ports=p.published.get(s.name, []),
+        hook=hook.replaces if hook else "",
+        hook_argv=p.acme.commands[s.name] if hook else [],
+        hook_why=hook.why if hook else (),
+        volumes=_volumes(s, p.slots, p.acme),
         tmpfs=[Entry(t.spec, why=t.why) for t in s.tmpfs],
-        secrets=secrets,
-        networks=[Network(n.name, n.aliases) for n in s.networks if not (n.online_only and offline)],
+        secrets=p.secrets.get(s.name, []),
+        networks=[Network(n.name, n.aliases) for n in s.networks if not (n.online_only and p.offline)],
         networks_why=s.networks_why,
-        depends_on=[d for d in s.depends_on if d in names],
+        depends_on=[d for d in s.depends_on if d in p.present],
         depends_why=s.depends_why,
         stop_grace_period=s.stop_grace_period,
         stop_why=s.stop_why,
-        healthcheck=[slots.fill(arg) for arg in s.healthcheck.test],
+        healthcheck=[p.slots.fill(arg) for arg in s.healthcheck.test],
         healthcheck_why=s.healthcheck.why,
         start_period=s.healthcheck.start_period,
         start_period_why=s.healthcheck.start_period_why,
-        environment={"HEALTHCHECK_PORTS": " ".join(str(p) for p in listening(s))}
+        environment={"HEALTHCHECK_PORTS": " ".join(str(port) for port in listening(s))}
         if s.healthcheck.ports_env
         else {},
     )
