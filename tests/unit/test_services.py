@@ -209,3 +209,11 @@ def test_a_toy_with_a_published_port_and_certificates_gets_ports_secrets_and_the
     assert toy_compose["ports"] == [f"{site.network.bind[0]}:4190:14190"]
     assert toy_compose["entrypoint"][:2] == ["/bin/sh", "-c"]
     assert any(str(v).endswith(f"{services.STATE_MOUNT}/acme/tls:ro") for v in toy_compose["volumes"])
+
+
+def test_services_are_one_blank_line_apart_whichever_are_present(tmp_path: Path) -> None:
+    text = DEMO.read_text() + "abuse:\n  auth_ban:\n    enabled: false\n"
+    composed = rendered(parse_site(text), tmp_path)["compose.yaml"]
+    assert "\n\n\n" not in composed
+    assert "\n  redis:\n" in composed
+    assert "\n  guard:\n" not in composed
