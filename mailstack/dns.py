@@ -25,28 +25,27 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from rich.table import Table
-
+from mailstack import services
 from mailstack.site.models import DomainEntry, Site
 from mailstack.site.records import Dmarc
 from mailstack.state import State
 from mailstack.state.view import StateView
 from mailstack.vault import Vault
+from mailstack.zonefile import format_table as format_table  # the cli imports them from here
+from mailstack.zonefile import format_zone as format_zone
+from mailstack.zonefile import txt_strings
 
 RecordType = Literal["MX", "A", "AAAA", "TXT", "SRV", "CNAME", "CAA", "TLSA"]
 FORMATS = ("table", "zone", "json")
 MX_PRIORITY = 10
-TXT_CHUNK = 255  # bytes per character-string (RFC 1035 §3.3.14)
 
-# RFC 6186 services: (service label, protocol in network.ports, implicit TLS). Implicit TLS
-# gets priority 0 and the STARTTLS variant 10, so that clients prefer implicit TLS (RFC 8314).
-CLIENT_SERVICES: tuple[tuple[str, str, bool], ...] = (
-    ("_submissions._tcp", "submissions", True),
-    ("_imaps._tcp", "imaps", True),
-    ("_pop3s._tcp", "pop3s", True),
-    ("_submission._tcp", "submission", False),
-    ("_imap._tcp", "imap", False),
-    ("_pop3._tcp", "pop3", False),
+# RFC 6186 services: (service label, protocol in network.ports, implicit TLS), the mail client
+# ports of the catalogue. Implicit TLS gets priority 0 and the STARTTLS variant 10, so that
+# clients prefer implicit TLS (RFC 8314); implicit ones are listed first.
+CLIENT_SERVICES: tuple[tuple[str, str, bool], ...] = tuple(
+    (f"_{p.protocol}._tcp", p.protocol, p.tls == "implicit")
+    for _, p in sorted(services.ports().values(), key=lambda sp: sp[1].tls != "implicit")
+    if p.client is not None
 )
 
 
@@ -65,7 +64,7 @@ class Record:
         return self.value.startswith("<")
 
     def zone_line(self) -> str:
-        rdata = _txt_strings(self.value) if self.type == "TXT" else self.value
+        rdata = txt_strings(self.value) if self.type == "TXT" else self.value
         line = f"{self.name}. {self.ttl} IN {self.type} {rdata}"
         return f"; {line}" if self.placeholder else line
 
@@ -353,63 +352,11 @@ def records_json(site: Site, view: StateView) -> bytes:
     return format_json(build_records(site, view)).encode("utf-8")
 
 
-def zone_sections(records: Iterable[Record], ttl: int) -> dict[str, str]:
-    """Zone → zone-file text, each starting with its ``$ORIGIN``, loadable on its own."""
-    grouped: dict[str, list[Record]] = {}
-    for r in records:
-        grouped.setdefault(r.domain, []).append(r)
-    return {
-        zone: "\n".join(
-            [f"$ORIGIN {zone}.", f"$TTL {ttl}", *(f"; {r.purpose}\n{r.zone_line()}" for r in items)]
-        )
-        + "\n"
-        for zone, items in grouped.items()
-    }
-
-
-def format_zone(site: Site, records: Iterable[Record], notes: Iterable[str] = ()) -> str:
-    head = [f"; DNS records for mailstack site {site.site}; one $ORIGIN section per zone"]
-    head += [f"; note: {n}" for n in notes]
-    return "\n".join(head) + "\n\n" + "\n".join(zone_sections(records, site.dns.ttl).values())
-
-
-def format_table(records: Iterable[Record], width: int = 64) -> Table:
-    """For people: names relative to their zone (@ for the zone itself), long values shortened
-    (the zone and JSON formats carry them whole)."""
-    table = Table("domain", "name", "type", "value", "purpose")
-    table.columns[2].no_wrap = True
-    for r in records:
-        name = "@" if r.name == r.domain else r.name.removesuffix(f".{r.domain}")
-        table.add_row(r.domain, name, r.type, _shorten(r.value, width), r.purpose)
-    return table
-
-
 # -- helpers --------------------------------------------------------------------------------------
-def _txt_strings(text: str) -> str:
-    """TXT rdata: quoted character-strings of at most 255 bytes each."""
-    raw = text.encode("utf-8")
-    chunks = [raw[i : i + TXT_CHUNK] for i in range(0, len(raw), TXT_CHUNK)] or [b""]
-    return " ".join(f'"{"".join(_zone_char(b) for b in chunk)}"' for chunk in chunks)
-
-
-def _zone_char(byte: int) -> str:
-    """One byte inside a quoted zone-file string (RFC 1035 §5.1): \\DDD unless printable."""
-    if 0x20 <= byte < 0x7F and byte not in b'"\\':
-        return chr(byte)
-    return f"\\{byte:03d}"
-
-
 def _mailto(address: str) -> str:
     """A mailto: URI; characters DMARC and TLS-RPT use as separators (, ! ;) are escaped."""
     local, _, domain = address.rpartition("@")
     return f"mailto:{quote(local, safe='')}@{domain}"
-
-
-def _shorten(value: str, width: int) -> str:
-    if len(value) <= width:
-        return value
-    half = (width - 1) // 2
-    return f"{value[:half]}…{value[-half:]}"
 
 
 def _within(name: str, domain: str) -> bool:

@@ -19,50 +19,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailstack import render
+from mailstack import render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
-from mailstack.render.context import STATE_MOUNT
-from mailstack.render.web import web_enabled
+from mailstack.render.compose import bind_host
 from mailstack.render.writer import Action
+from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
 from mailstack.state.layout import ACME_STATUS
 from mailstack.vault import is_encrypted_state
 
 Say = Callable[[str], None]
 
-# How each daemon checks a configuration before it is switched to.
+# How each daemon checks a configuration before it is switched to (from the catalogue).
 # service: (rendered directory, where compose mounts it, check command)
 CONFIG_CHECKS: dict[str, tuple[str, str, list[str]]] = {
-    "postfix": ("config/postfix", "/etc/postfix", ["postfix", "check"]),
-    "dovecot": ("config/dovecot", "/etc/dovecot", ["doveconf", "-n"]),
-    "rspamd": ("config/rspamd/local.d", "/etc/rspamd/local.d", ["rspamadm", "configtest"]),
-    # Through the entrypoint, which copies the TLS keys for www-data (nginx -t loads them).
-    "web": ("config/web", "/etc/nginx", ["web-entrypoint", "nginx", "-e", "stderr", "-t"]),
+    s.name: (f"config/{s.config.rendered}", s.config.target, list(s.config.check))
+    for s in services.CATALOGUE
+    if s.config.check
 }
 # How a running service picks up changed files without losing connections.
 RELOAD: dict[str, list[str]] = {
-    "postfix": ["exec", "-T", "postfix", "postfix", "reload"],
-    # doveadm reload, then the sessions of removed mailboxes end (sessions outlive reloads).
-    "dovecot": ["exec", "-T", "dovecot", "dovecot-reload"],
-    # Through the entrypoint, which refreshes its copies of the keys first; `docker kill`
-    # would mark the container as stopped by hand and void `restart: unless-stopped`.
-    "rspamd": ["exec", "-T", "rspamd", "rspamd-reload"],
-    "redis": ["restart", "redis"],
-    # Both read config/guard at start only; bans survive on the guard's volume.
-    "guard": ["restart", "guard"],
-    "fence": ["restart", "fence"],
-    # Refreshes the copies of the TLS keys, then `nginx -s reload` as www-data (no CAP_KILL).
-    "web": ["exec", "-T", "web", "web-reload"],
-    # Reads acme.toml at start only; its state is on disk, so a restart loses nothing.
-    "acme": ["restart", "acme"],
+    s.name: ["exec", "-T", s.name, *s.reload.exec] if s.reload.exec else ["restart", s.name]
+    for s in services.CATALOGUE
 }
 # How long `up` waits for the acme service's first attempt (an http-01 order takes seconds).
 ACME_FIRST_WAIT = 90.0
 # Services that read the server certificates: reloaded when the state re-issued one.
-TLS_SERVICES = ("postfix", "dovecot", "web")
-# Where a service's rendered files are, when not in config/<service>/.
-CONFIG_DIRS: dict[str, str] = {"fence": "guard"}
+TLS_SERVICES = tuple(s.name for s in services.CATALOGUE if s.certificates is not None)
+# The directory under config/ whose change reloads each service.
+CONFIG_DIRS: dict[str, str] = {s.name: s.config.top for s in services.CATALOGUE}
 
 
 class EngineError(UserError):
@@ -260,7 +246,7 @@ def reload_changed(
     after = container_ids(project)
     reloaded = []
     for service, command in RELOAD.items():
-        config_dir = CONFIG_DIRS.get(service, service)
+        config_dir = CONFIG_DIRS[service]
         touched = any(path.startswith(f"config/{config_dir}/") for path in changed) or service in (also or ())
         if touched and service in before and before.get(service) == after.get(service):
             say(f"reloading {service}")
@@ -284,14 +270,7 @@ def service_states(project: Project) -> dict[str, str]:
 
 def expected_services(site: Site) -> set[str]:
     """The services of the site's compose project."""
-    ban = site.abuse.auth_ban
-    return (
-        {"postfix", "dovecot", "rspamd", "redis"}
-        | ({"guard"} if ban.enabled else set())
-        | ({"fence"} if ban.enabled and ban.firewall else set())
-        | ({"web"} if web_enabled(site) else set())
-        | ({"acme"} if site.tls.mode == "acme" else set())
-    )
+    return {s.name for s in services.present(site)}
 
 
 def wait_healthy(project: Project, timeout: float, say: Say) -> None:
@@ -360,21 +339,11 @@ def logs(project: Project, service: str | None, *, follow: bool, tail: int | Non
 
 def endpoints(site: Site) -> list[tuple[str, str, str]]:
     """(protocol, address:port, security) for the summary after `up`."""
-    security = {
-        "smtp": "STARTTLS, no AUTH",
-        "submission": "STARTTLS, then AUTH",
-        "submissions": "implicit TLS",
-        "imap": "STARTTLS",
-        "imaps": "implicit TLS",
-        "pop3": "STLS",
-        "pop3s": "implicit TLS",
-        "managesieve": "STARTTLS",
-        "http": "redirect to HTTPS (and ACME challenges)",
-        "https": "TLS: MTA-STS, autoconfig, autodiscover",
-    }
-    host = site.network.bind[0]
-    shown = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
-    return [(p, f"{shown}:{port}", security[p]) for p, port in site.network.ports.published().items()]
+    table = services.ports()
+    shown = bind_host(services.client_address(site.network.bind[0]))
+    return [
+        (p, f"{shown}:{port}", table[p][1].security) for p, port in site.network.ports.published().items()
+    ]
 
 
 def _published(entry: dict[str, Any]) -> set[tuple[str, int]]:

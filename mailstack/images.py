@@ -18,12 +18,12 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from mailstack import __version__
+from mailstack import __version__, services
 from mailstack.errors import UserError
 from mailstack.resources import resource_dir
 
-# Images to build; the guard image also runs the fence service.
-SERVICES = ("postfix", "dovecot", "rspamd", "redis", "guard", "web", "acme")
+# Images to build, from the catalogue (the guard image also runs the fence service).
+SERVICES = tuple(dict.fromkeys(s.image for s in services.CATALOGUE))
 DEFAULT_BASE = "debian:trixie-slim"
 BOOTSTRAP_BASE = "mailstack/base:trixie"
 DIGEST_LABEL = "org.mailstack.context-digest"

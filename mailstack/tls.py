@@ -12,7 +12,7 @@ from mailstack.check.certificate import state_reader, summary
 from mailstack.engine import EngineError, Project
 from mailstack.errors import UserError
 from mailstack.remote import HostPaths, Shell
-from mailstack.render.acme import ACME_CONFIG_DIR
+from mailstack.services import ACME_CONFIG_DIR
 from mailstack.site.models import Host
 from mailstack.state import State
 

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mailstack import services
 from mailstack.audit.report import Item
 from mailstack.errors import UserError
 from mailstack.remote import Shell
+from mailstack.service_types import Service
 
 SRC_CAPS = "CIS Docker Benchmark: restrict Linux kernel capabilities within containers"
 SRC_NNP = "CIS Docker Benchmark: restrict containers from acquiring additional privileges"
@@ -59,14 +61,28 @@ def container_items(shell: Shell, containers: dict[str, dict[str, Any]], state_d
     items: list[Item] = []
     for service, c in sorted(containers.items()):
         items += _service_items(service, c, secrets)
-        if _is_back_end(c):
+        if _is_back_end(service, c):
             items.append(_back_end_item(shell, service, c, internal))
     return items
 
 
-def _is_back_end(c: dict[str, Any]) -> bool:
+def _documented(service: str) -> Service | None:
+    """The catalogue's entry: what the service is meant to get (None for a stranger)."""
+    return next((s for s in services.CATALOGUE if s.name == service), None)
+
+
+def _is_back_end(service: str, c: dict[str, Any]) -> bool:
+    """A service that publishes nothing and has its own network namespace."""
+    documented = _documented(service)
+    if documented is not None:
+        return not documented.ports and not documented.host_network
     ports = c["NetworkSettings"].get("Ports") or {}
     return not any(ports.values()) and c["HostConfig"].get("NetworkMode") != "host"
+
+
+def _bytes(size: str) -> int:
+    """A compose mem_limit ("512m", "1g") in bytes."""
+    return int(size[:-1]) * {"k": 2**10, "m": 2**20, "g": 2**30}[size[-1]]
 
 
 def _back_end_item(shell: Shell, service: str, c: dict[str, Any], internal: dict[str, bool]) -> Item:
@@ -125,13 +141,17 @@ def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[
     env = "\n".join(config.get("Env") or [])
     leaked = sum(1 for secret in secrets if secret in env)
     memory, pids = host.get("Memory") or 0, host.get("PidsLimit") or 0
+    documented = _documented(service)
+    # No capability and no limit beyond the catalogue's (any limit, for a stranger).
+    caps = set(documented.caps) if documented else set(added)
+    max_memory, max_pids = (_bytes(documented.memory), documented.pids) if documented else (memory, pids)
     prefix = f"container.{service}"
     return [
         Item.check(
             f"{prefix}.capabilities",
             f"{service}: every capability dropped, only its documented minimum added back",
-            "ALL" in dropped,
-            f"cap_drop {dropped or 'none'}; cap_add {added or 'none'}",
+            "ALL" in dropped and set(added) <= caps,
+            f"cap_drop {dropped or 'none'}; cap_add {added or 'none'}; documented {sorted(caps) or 'none'}",
             SRC_CAPS,
         ),
         Item.check(
@@ -158,7 +178,7 @@ def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[
         Item.check(
             f"{prefix}.limits",
             f"{service}: memory and pids limits",
-            memory > 0 and pids > 0,
+            0 < memory <= max_memory and 0 < pids <= max_pids,
             f"memory {memory // 2**20} MiB, pids {pids}" if memory else f"memory unlimited, pids {pids}",
             SRC_LIMITS,
         ),

@@ -16,22 +16,13 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mailstack import services
 from mailstack.check.results import Result, failed, passed, warned
 
 EXPIRY_WARNING_DAYS = 14
 TIMEOUT = 10.0
 # Which service answers each protocol, and what the protocol is called in a reason.
-SERVICE = {
-    "smtp": ("postfix", "SMTP"),
-    "submission": ("postfix", "SMTP submission"),
-    "submissions": ("postfix", "SMTP submission"),
-    "imap": ("dovecot", "IMAP"),
-    "imaps": ("dovecot", "IMAP"),
-    "pop3": ("dovecot", "POP3"),
-    "pop3s": ("dovecot", "POP3"),
-    "managesieve": ("dovecot", "ManageSieve"),
-    "https": ("web", "HTTPS"),
-}
+SERVICE = {protocol: (service.name, port.label) for protocol, (service, port) in services.ports().items()}
 
 
 @dataclass

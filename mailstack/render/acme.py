@@ -12,13 +12,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from mailstack import services
+from mailstack.service_types import CertificateReload
+from mailstack.services import ACME_CHALLENGE_DIR, ACME_CONFIG_DIR, ACME_STATE_DIR
 from mailstack.site.models import Site
 from mailstack.state.crypto import server_names
 from mailstack.state.layout import ACME_LIVE, SERVER_KINDS
 
-ACME_CONFIG_DIR = "/etc/mailstack-acme"
-ACME_STATE_DIR = "/var/lib/mailstack-acme"  # the state's acme/, read-write
-ACME_CHALLENGE_DIR = "/var/lib/mailstack-acme-challenge"  # the acme-challenge volume
 ACME_CA_BUNDLE = "/run/mailstack/acme/ca-bundle.pem"  # acme.ca_bundle, as a compose secret
 # Back-off after a failed attempt: 1 min, doubling, at most 6 h (Let's Encrypt allows 5
 # failed validations per name and hour; an unreachable CA costs nothing to retry).
@@ -26,13 +26,6 @@ RETRY_MIN_SECONDS = 60
 RETRY_MAX_SECONDS = 6 * 3600
 # How often the TLS services look at live/serial (a stat and a read of 80 bytes).
 WATCH_SECONDS = 5
-# What each TLS service runs: its reload, and its daemon in the foreground (the image's CMD).
-RELOAD = {"postfix": "postfix reload", "dovecot": "doveadm reload", "web": "web-reload"}
-DAEMON = {
-    "postfix": "postfix start-fg",
-    "dovecot": "dovecot -F",
-    "web": "web-entrypoint nginx -e stderr -g 'daemon off;'",
-}
 
 
 @dataclass(frozen=True)
@@ -69,11 +62,13 @@ def acme_settings(site: Site, state_rel: str, state_mount: str) -> AcmeSettings:
         state_source=f"{state_rel}/acme",
         tls_source=f"{state_rel}/{tls_dir}",
         tls_target=f"{state_mount}/{tls_dir}",
-        commands={service: watched(service, serial) for service in RELOAD},
+        commands={
+            s.name: watched(s.certificates, serial) for s in services.CATALOGUE if s.certificates is not None
+        },
     )
 
 
-def watched(service: str, serial: str) -> list[str]:
+def watched(certificates: CertificateReload, serial: str) -> list[str]:
     """``sh -c`` running the reload loop in the background, then the daemon in its place.
 
     The loop reloads only after a change it saw, and retries a reload that failed at the
@@ -84,8 +79,8 @@ def watched(service: str, serial: str) -> list[str]:
         f"last=$(cat {file} 2>/dev/null); "
         f"while sleep {WATCH_SECONDS}; do "
         f"now=$(cat {file} 2>/dev/null) || continue; "
-        f'[ "$now" = "$last" ] || {{ {RELOAD[service]} && last=$now; }}; '
+        f'[ "$now" = "$last" ] || {{ {certificates.reload} && last=$now; }}; '
         "done"
     )
-    script = f"( {loop} ) & exec {DAEMON[service]}"
+    script = f"( {loop} ) & exec {certificates.daemon}"
     return ["/bin/sh", "-c", script.replace("$", "$$")]

@@ -23,32 +23,25 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from mailstack import services
 from mailstack.dns import mta_sts_policy
 from mailstack.render.environment import environment
 from mailstack.render.writer import PlannedFile
+from mailstack.services import ACME_ROOT, WEB_CONFIG_DIR, WEB_HTTP_PORT, WEB_HTTPS_PORT
 from mailstack.site.models import Site
 
-# Inside the web container: nginx listens on unprivileged ports; compose publishes them.
-WEB_HTTP_PORT = 8080
-WEB_HTTPS_PORT = 8443
 WEB_HEALTH_PORT = 8081  # 127.0.0.1 only, for the healthcheck
-# Where the renderer's config/web is mounted, and the static files inside it.
-WEB_CONFIG_DIR = "/etc/nginx"
+# The static files inside the config directory (WEB_CONFIG_DIR).
 WEB_ROOT = f"{WEB_CONFIG_DIR}/htdocs"
-# The named volume with ACME HTTP-01 tokens (issue #7 writes them); empty: every token is 404.
-ACME_ROOT = "/srv/acme"
 # tmpfs where the entrypoint copies the TLS keys from /run/mailstack/… for www-data.
 WEB_SECRETS = "/run/web-secrets"
 SECRETS_MOUNT = "/run/mailstack"
 HSTS_MAX_AGE = 31536000  # one year (RFC 6797); no includeSubDomains: other hosts are not ours
 AUTODISCOVER_BODY_LIMIT = "64k"  # Outlook's POX request is well under 1 KiB
 
-# Client protocols in order of preference (implicit TLS first, RFC 8314 §3).
-INCOMING = ("imaps", "imap", "pop3s", "pop3")
-OUTGOING = ("submissions", "submission")
-_KIND = {"imaps": "imap", "imap": "imap", "pop3s": "pop3", "pop3": "pop3"}
-_KIND |= {"submissions": "smtp", "submission": "smtp"}
-_IMPLICIT = {"imaps", "pop3s", "submissions"}
+# Mail client kinds, incoming first; within a kind implicit TLS is preferred (RFC 8314 §3).
+INCOMING = ("imap", "pop3")
+OUTGOING = ("smtp",)
 
 
 @dataclass(frozen=True)
@@ -102,9 +95,15 @@ class WebSettings:
 def client_endpoints(site: Site) -> tuple[list[Endpoint], list[Endpoint]]:
     """(incoming, outgoing) published client ports, preferred first."""
     published = site.network.ports.published()
+    ports = [p for _, p in services.ports().values() if p.client is not None and p.protocol in published]
 
-    def pick(protocols: tuple[str, ...]) -> list[Endpoint]:
-        return [Endpoint(p, _KIND[p], published[p], p in _IMPLICIT) for p in protocols if p in published]
+    def pick(kinds: tuple[str, ...]) -> list[Endpoint]:
+        return [
+            Endpoint(p.protocol, kind, published[p.protocol], p.tls == "implicit")
+            for kind in kinds
+            for p in sorted(ports, key=lambda p: p.tls != "implicit")
+            if p.client == kind
+        ]
 
     return pick(INCOMING), pick(OUTGOING)
 
@@ -119,8 +118,7 @@ def pox_protocols(site: Site) -> list[Endpoint]:
 
 
 def web_enabled(site: Site) -> bool:
-    published = site.network.ports.published()
-    return "http" in published or "https" in published
+    return services.service("web").present(site)
 
 
 def https_redirect(site: Site) -> str:

@@ -10,10 +10,10 @@ from types import ModuleType
 import pytest
 from ruamel.yaml import YAML
 
-from mailstack import engine
+from mailstack import engine, services
 from mailstack.errors import SiteValidationError
 from mailstack.render import plan_files
-from mailstack.render.context import CONTAINER_CAPS, auth_ban_settings, fence_rules, fence_table
+from mailstack.render.guard import auth_ban_settings, fence_rules, fence_table
 from mailstack.site.fields import parse_duration, parse_network
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
@@ -143,7 +143,7 @@ def test_enabled_bans_render_guard_fence_and_the_dovecot_policy() -> None:
     assert guard["networks"] == {"back": {"aliases": ["guard-policy"]}, "front": {}}
     assert "ports" not in guard
     assert guard["cap_drop"] == ["ALL"]
-    assert guard["cap_add"] == list(CONTAINER_CAPS["guard"]) == []
+    assert guard["cap_add"] == list(services.service("guard").caps) == []
     assert (guard["read_only"], fence["read_only"]) == (True, True)
     assert fence["network_mode"] == "host"
     assert fence["cap_add"] == ["NET_ADMIN"]

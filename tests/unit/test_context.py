@@ -1,4 +1,4 @@
-"""The derived values the templates substitute: every string built in render/context.py."""
+"""The derived values the templates substitute: every string built in render/<service>.py."""
 
 from __future__ import annotations
 
@@ -6,34 +6,27 @@ from pathlib import Path
 
 import pytest
 
+from mailstack import services
 from mailstack.render import plan_files
-from mailstack.render.context import (
-    CONTAINER_CAPS,
-    DOVECOT_LMTP_USER_CONCURRENCY,
-    INTERNAL_PORTS,
+from mailstack.render.compose import Secret, bind_host, compose_secrets, published_ports
+from mailstack.render.context import build_context
+from mailstack.render.dovecot import DOVECOT_LMTP_USER_CONCURRENCY, dovecot_user_lines
+from mailstack.render.postfix import (
     POSTFIX_LMTP_CONCURRENCY,
-    RSPAMD_ONLINE_MODULES,
-    RSPAMD_SECRETS,
-    STATE_MOUNT,
-    Secret,
-    TlsPair,
-    bind_host,
-    build_context,
-    chain_files,
-    compose_secrets,
-    dkim_domains,
-    dkim_selectors,
-    dovecot_user_lines,
     local_alias_lines,
     mydestination,
-    published_ports,
-    rspamd_disabled,
-    send_limits,
     sender_login_lines,
-    tls_pairs,
-    tls_policy,
     virtual_alias_lines,
 )
+from mailstack.render.rspamd import (
+    RSPAMD_ONLINE_MODULES,
+    dkim_domains,
+    dkim_selectors,
+    rspamd_disabled,
+    send_limits,
+)
+from mailstack.render.tls import TlsPair, chain_files, tls_pairs, tls_policy
+from mailstack.services import RSPAMD_SECRETS, STATE_MOUNT
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
 from tests.conftest import fake_state
@@ -213,9 +206,19 @@ def test_context_ties_it_together(tmp_path: Path) -> None:
     s = site()
     context = build_context(s, fake_state(s.domain_names), tmp_path / "state", tmp_path / "build")
     assert {x.name for x in context.secret_files} >= {"tls_ecdsa_key", "redis"}
-    assert context.confinement["redis"].cap_add == CONTAINER_CAPS["redis"]
+    redis = next(x for x in context.services if x.name == "redis")
+    assert (redis.cap_add, redis.mem_limit, redis.pids_limit) == (services.service("redis").caps, "256m", 64)
     assert context.offline is True
-    assert context.ports == INTERNAL_PORTS
+    assert context.ports == {
+        "lmtp": 24,
+        "sasl": 12345,
+        "quota_status": 12340,
+        "milter": 11332,
+        "normal": 11333,
+        "controller": 11334,
+        "redis": 6379,
+        "guard": 8425,
+    }
     assert context.message_size == 512 * 1024
     assert context.virtual_domains == ["ctx.example\tOK", "shop.example\tOK"]
     assert context.virtual_mailboxes == [

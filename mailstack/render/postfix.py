@@ -1,0 +1,64 @@
+"""Postfix's maps and local domains (main.cf, virtual_*, sender_logins, aliases)."""
+
+from __future__ import annotations
+
+from mailstack.site.models import Site
+
+# Local parts that RFC 5321 (postmaster) and RFC 2142 (abuse) require for every domain.
+ROLE_ACCOUNTS: tuple[str, ...] = ("postmaster", "abuse")
+# Names the local(8) delivery agent accepts for the server's own hostname.
+LOCAL_ALIASES: tuple[str, ...] = ("postmaster", "abuse", "root", "mailer-daemon")
+# Postfix's LMTP concurrency stays below dovecot's per-user limit (render/dovecot.py), so no
+# delivery meets "451 4.3.0 Too many concurrent".
+POSTFIX_LMTP_CONCURRENCY = 8
+
+
+def mydestination(site: Site) -> str:
+    """Postfix's local domains: the server's own name, unless it is also a virtual domain.
+
+    A domain must never be both in mydestination and virtual_mailbox_domains.
+    """
+    names = ["localhost"]
+    if site.hostname not in site.domain_names:
+        names.insert(0, "$myhostname")
+    return ", ".join(names)
+
+
+def virtual_alias_lines(site: Site) -> list[str]:
+    """Postfix virtual_alias_maps: aliases, role accounts, mailboxes of catch-all domains, catch-alls.
+
+    postmaster@ (RFC 5321 §4.5.1) and abuse@ (RFC 2142) must reach someone in every domain:
+    where the site defines no such alias or mailbox, they go to admin_email.
+    """
+    lines = [f"{a.address}\t{','.join(a.to)}" for a in site.aliases]
+    defined = {a.address for a in site.aliases} | {m.address for m in site.mailboxes}
+    for domain in site.domain_names:
+        for local in ROLE_ACCOUNTS:
+            address = f"{local}@{domain}"
+            if address not in defined and address != site.admin_email:
+                lines.append(f"{address}\t{site.admin_email}")
+    # A catch-all also matches the domain's real mailboxes (Postfix tries user@domain, then
+    # @domain): each mailbox of such a domain maps to itself first.
+    # https://www.postfix.org/VIRTUAL_README.html#virtual_alias
+    catch_all_domains = {d.name for d in site.domains if d.catch_all}
+    lines += [
+        f"{m.address}\t{m.address}"
+        for m in site.mailboxes
+        if m.address.rpartition("@")[2] in catch_all_domains
+    ]
+    lines += [f"@{d.name}\t{d.catch_all}" for d in site.domains if d.catch_all]
+    return lines
+
+
+def local_alias_lines(site: Site) -> list[str]:
+    """alias_maps (texthash: "name value") for mail to the server's own hostname."""
+    return [f"{name}\t{site.admin_email}" for name in LOCAL_ALIASES]
+
+
+def sender_login_lines(site: Site) -> list[str]:
+    """smtpd_sender_login_maps: each address → the logins that may send as it."""
+    owners: dict[str, list[str]] = {site.probe_address: [site.probe_address]}
+    for m in site.mailboxes:
+        for address in (m.address, *m.send_as):
+            owners.setdefault(address, []).append(m.address)
+    return [f"{address}\t{','.join(logins)}" for address, logins in sorted(owners.items())]

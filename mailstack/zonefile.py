@@ -1,0 +1,66 @@
+"""Records as people and name servers read them: zone-file text and a table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from mailstack.dns import Record
+    from mailstack.site.models import Site
+
+TXT_CHUNK = 255  # bytes per character-string (RFC 1035 §3.3.14)
+
+
+def zone_sections(records: Iterable[Record], ttl: int) -> dict[str, str]:
+    """Zone → zone-file text, each starting with its ``$ORIGIN``, loadable on its own."""
+    grouped: dict[str, list[Record]] = {}
+    for r in records:
+        grouped.setdefault(r.domain, []).append(r)
+    return {
+        zone: "\n".join(
+            [f"$ORIGIN {zone}.", f"$TTL {ttl}", *(f"; {r.purpose}\n{r.zone_line()}" for r in items)]
+        )
+        + "\n"
+        for zone, items in grouped.items()
+    }
+
+
+def format_zone(site: Site, records: Iterable[Record], notes: Iterable[str] = ()) -> str:
+    head = [f"; DNS records for mailstack site {site.site}; one $ORIGIN section per zone"]
+    head += [f"; note: {n}" for n in notes]
+    return "\n".join(head) + "\n\n" + "\n".join(zone_sections(records, site.dns.ttl).values())
+
+
+def format_table(records: Iterable[Record], width: int = 64) -> Table:
+    """For people: names relative to their zone (@ for the zone itself), long values shortened
+    (the zone and JSON formats carry them whole)."""
+    table = Table("domain", "name", "type", "value", "purpose")
+    table.columns[2].no_wrap = True
+    for r in records:
+        name = "@" if r.name == r.domain else r.name.removesuffix(f".{r.domain}")
+        table.add_row(r.domain, name, r.type, _shorten(r.value, width), r.purpose)
+    return table
+
+
+def txt_strings(text: str) -> str:
+    """TXT rdata: quoted character-strings of at most 255 bytes each."""
+    raw = text.encode("utf-8")
+    chunks = [raw[i : i + TXT_CHUNK] for i in range(0, len(raw), TXT_CHUNK)] or [b""]
+    return " ".join(f'"{"".join(_zone_char(b) for b in chunk)}"' for chunk in chunks)
+
+
+def _zone_char(byte: int) -> str:
+    """One byte inside a quoted zone-file string (RFC 1035 §5.1): \\DDD unless printable."""
+    if 0x20 <= byte < 0x7F and byte not in b'"\\':
+        return chr(byte)
+    return f"\\{byte:03d}"
+
+
+def _shorten(value: str, width: int) -> str:
+    if len(value) <= width:
+        return value
+    half = (width - 1) // 2
+    return f"{value[:half]}…{value[-half:]}"
