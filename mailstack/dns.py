@@ -31,9 +31,6 @@ from mailstack.site.records import Dmarc
 from mailstack.state import State
 from mailstack.state.view import StateView
 from mailstack.vault import Vault
-from mailstack.zonefile import format_table as format_table  # the cli imports them from here
-from mailstack.zonefile import format_zone as format_zone
-from mailstack.zonefile import txt_strings
 
 RecordType = Literal["MX", "A", "AAAA", "TXT", "SRV", "CNAME", "CAA", "TLSA"]
 FORMATS = ("table", "zone", "json")
@@ -369,3 +366,20 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+TXT_CHUNK = 255  # bytes per character-string (RFC 1035 §3.3.14)
+
+
+def txt_strings(text: str) -> str:
+    """TXT rdata: quoted character-strings of at most 255 bytes each."""
+    raw = text.encode("utf-8")
+    chunks = [raw[i : i + TXT_CHUNK] for i in range(0, len(raw), TXT_CHUNK)] or [b""]
+    return " ".join(f'"{"".join(_zone_char(b) for b in chunk)}"' for chunk in chunks)
+
+
+def _zone_char(byte: int) -> str:
+    """One byte inside a quoted zone-file string (RFC 1035 §5.1): \\DDD unless printable."""
+    if 0x20 <= byte < 0x7F and byte not in b'"\\':
+        return chr(byte)
+    return f"\\{byte:03d}"

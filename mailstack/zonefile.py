@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from mailstack.dns import Record
-    from mailstack.site.models import Site
-
-TXT_CHUNK = 255  # bytes per character-string (RFC 1035 §3.3.14)
+from mailstack.dns import Record
+from mailstack.site.models import Site
 
 
 def zone_sections(records: Iterable[Record], ttl: int) -> dict[str, str]:
@@ -43,20 +39,6 @@ def format_table(records: Iterable[Record], width: int = 64) -> Table:
         name = "@" if r.name == r.domain else r.name.removesuffix(f".{r.domain}")
         table.add_row(r.domain, name, r.type, _shorten(r.value, width), r.purpose)
     return table
-
-
-def txt_strings(text: str) -> str:
-    """TXT rdata: quoted character-strings of at most 255 bytes each."""
-    raw = text.encode("utf-8")
-    chunks = [raw[i : i + TXT_CHUNK] for i in range(0, len(raw), TXT_CHUNK)] or [b""]
-    return " ".join(f'"{"".join(_zone_char(b) for b in chunk)}"' for chunk in chunks)
-
-
-def _zone_char(byte: int) -> str:
-    """One byte inside a quoted zone-file string (RFC 1035 §5.1): \\DDD unless printable."""
-    if 0x20 <= byte < 0x7F and byte not in b'"\\':
-        return chr(byte)
-    return f"\\{byte:03d}"
 
 
 def _shorten(value: str, width: int) -> str:

@@ -15,12 +15,13 @@ from mailstack import engine
 from mailstack.audit import Report
 from mailstack.check import CheckReport
 from mailstack.deploy import DeployResult
-from mailstack.dns import SiteRecords, format_json, format_table, format_zone
+from mailstack.dns import SiteRecords, format_json
 from mailstack.errors import UserError
 from mailstack.render import Plan
 from mailstack.render.writer import Change
 from mailstack.site.models import Site
 from mailstack.tls import Renewal
+from mailstack.zonefile import format_table, format_zone
 
 out = Console(highlight=False, soft_wrap=True)
 # Ansible's lines are full of [brackets]: print them as they are, not as rich markup.

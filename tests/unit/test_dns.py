@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from mailstack import dns as msdns
+from mailstack import zonefile
 from mailstack.cli import app
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import Site
@@ -402,7 +403,7 @@ def test_hostname_outside_the_site_domains_gets_a_section_of_its_own(tmp_path: P
     own = [r for r in records if r.domain == "provider.example"]
     assert {r.type for r in own} == {"A", "AAAA", "TXT", "CAA", "TLSA"}
     assert all(r.name.endswith("mx1.provider.example") for r in own)
-    parts = zone_parts(msdns.format_zone(site, records))
+    parts = zone_parts(zonefile.format_zone(site, records))
     for origin, text in parts.items():
         dns.zone.from_text(text, origin=origin, relativize=False, check_origin=False)
 
