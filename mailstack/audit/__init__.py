@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from mailstack import services
 from mailstack.audit import containers, host, smtp, tls
 from mailstack.audit.containers import AuditError
 from mailstack.audit.report import Item, Report
@@ -132,8 +133,7 @@ def _host_items_skipped(site: Site) -> list[Item]:
 
 def _local_address(site: Site) -> str:
     """Where this machine reaches the site's published ports."""
-    bind = site.network.bind[0]
-    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
+    return services.client_address(site.network.bind[0])
 
 
 def _tool_versions() -> dict[str, str]:

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from mailstack import services
 from mailstack.check.certificate import state_reader
 from mailstack.check.certificate import tls_context as certificate_context
 from mailstack.errors import UserError
@@ -36,12 +37,7 @@ class ProbeResult:
 
 
 def client_host(site: Site) -> str:
-    address = site.network.bind[0]
-    if address == "0.0.0.0":  # noqa: S104
-        return "127.0.0.1"
-    if address == "::":
-        return "::1"
-    return address
+    return services.client_address(site.network.bind[0])
 
 
 def tls_context(site: Site, state_dir: Path) -> ssl.SSLContext:
