@@ -25,11 +25,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+LAYERS = ("unit", "integration", "e2e")
+#: Seconds spent per layer (setup, call and teardown of its tests), for the run's summary.
+_LAYER_SECONDS: dict[str, float] = {}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests without a layer marker are unit tests."""
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("integration", "e2e")):
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    layer = next((m for m in reversed(LAYERS) if m in report.keywords), "unit")
+    _LAYER_SECONDS[layer] = _LAYER_SECONDS.get(layer, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the time went, by layer (.ci/run prints its own phases around it)."""
+    if _LAYER_SECONDS:
+        terminalreporter.section("where the time went, by layer")
+        for layer in LAYERS:
+            if layer in _LAYER_SECONDS:
+                terminalreporter.line(f"{layer:<12} {_LAYER_SECONDS[layer]:7.0f} s")
 
 
 def image_program(service: str, name: str) -> ModuleType:
