@@ -210,30 +210,12 @@ class Site(Model):
                 )
 
     def _duplicates(self) -> Iterator[tuple[Loc, str]]:
-        seen_domains: dict[str, int] = {}
-        for i, d in enumerate(self.domains):
-            if d.name in seen_domains:
-                yield (
-                    ("domains", i, "name"),
-                    f"duplicate domain {d.name} (also domains[{seen_domains[d.name]}])",
-                )
-            seen_domains.setdefault(d.name, i)
-        seen: dict[str, str] = {}
-        entries = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]
-        entries += [("aliases", i, a.address) for i, a in enumerate(self.aliases)]
-        for section, i, address in entries:
-            where = f"{section}[{i}]"
-            if address in seen:
-                yield (section, i, "address"), f"duplicate address {address} (also {seen[address]})"
-            seen.setdefault(address, where)
-        seen_hosts: dict[str, int] = {}
-        for i, h in enumerate(self.hosts):
-            if h.name in seen_hosts:
-                yield (
-                    ("hosts", i, "name"),
-                    f"duplicate host name {h.name} (also hosts[{seen_hosts[h.name]}])",
-                )
-            seen_hosts.setdefault(h.name, i)
+        domains = [("domains", i, "name", d.name) for i, d in enumerate(self.domains)]
+        yield from _repeated("domain", domains)
+        addresses = [("mailboxes", i, "address", m.address) for i, m in enumerate(self.mailboxes)]
+        addresses += [("aliases", i, "address", a.address) for i, a in enumerate(self.aliases)]
+        yield from _repeated("address", addresses)
+        yield from _repeated("host name", [("hosts", i, "name", h.name) for i, h in enumerate(self.hosts)])
 
     def _unlisted_domains(self) -> Iterator[tuple[Loc, str]]:
         listed = set(self.domain_names)
@@ -356,3 +338,12 @@ def _dotted(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
+
+
+def _repeated(what: str, entries: list[tuple[str, int, str, str]]) -> Iterator[tuple[Loc, str]]:
+    """Each entry (section, index, field, value) whose value an earlier entry has, naming that one."""
+    first: dict[str, str] = {}
+    for section, i, field, value in entries:
+        if value in first:
+            yield (section, i, field), f"duplicate {what} {value} (also {first[value]})"
+        first.setdefault(value, f"{section}[{i}]")
