@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from mailstack import dns, engine, images, services
+from mailstack import dns, engine, images, render, services
 from mailstack.check import transport
 from mailstack.render import plan_files
 from mailstack.render.acme import acme_settings
 from mailstack.render.guard import fence_table
 from mailstack.render.web import web_files
+from mailstack.resources import resource_dir
 from mailstack.service_types import Config, Healthcheck, Mount, Network, Port, Reload, Service
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import STANDARD_PORTS, Ports, Site
 from tests.conftest import EXAMPLES, ROOT, fake_state
 
 DEMO = next(p for p in EXAMPLES if p.stem == "demo")
+# The module, not the function of the same name that mailstack.render exports.
+render_environment = importlib.import_module("mailstack.render.environment")
 LETSENCRYPT = next(p for p in EXAMPLES if p.stem == "letsencrypt")
 
 
@@ -170,10 +176,28 @@ TOY = Service(
 )
 
 
+@pytest.fixture
+def toy_template(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The templates with the toy's one configuration template added (a copy)."""
+    templates = tmp_path / "templates"
+    shutil.copytree(resource_dir("templates"), templates)
+    (templates / "compose" / "toy").mkdir()
+    (templates / "compose" / "toy" / "toy.conf.j2").write_text(
+        "{{ header() }}\nlisten = {{ site.hostname }}:7777\n"
+    )
+    for module in (render, render_environment):
+        monkeypatch.setattr(module, "resource_dir", lambda name: tmp_path / name)
+    render_environment.environment.cache_clear()
+    yield
+    render_environment.environment.cache_clear()
+
+
+@pytest.mark.usefixtures("toy_template")
 def test_a_new_service_takes_one_catalogue_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(services, "CATALOGUE", (*services.CATALOGUE, TOY))
     site = load_site(DEMO)
     files = rendered(site, tmp_path)
+    assert files["config/toy/toy.conf"].splitlines()[1] == f"listen = {site.hostname}:7777"
     project = YAML(typ="safe").load(files["compose.yaml"])
     toy = project["services"]["toy"]
     assert toy["image"].startswith("mailstack/toy:")
