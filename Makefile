@@ -30,8 +30,9 @@ demo: images  ## Bring the demo site up on 127.0.0.1, send a mail and read it ba
 	$(BIN)/mailstack up $(DEMO)
 	$(BIN)/mailstack probe $(DEMO) --user alice@example.test --password alice-demo-password
 
-test: lint images  ## Lint, then every test layer (unit, integration, e2e)
-	$(PYTEST) -m "unit or integration or e2e"
+test: lint images  ## Lint, then every test layer: unit, then integration and e2e side by side
+	$(PYTEST) -m unit
+	scripts/test-parallel.sh $(PYTEST)
 
 test-unit: install  ## Unit tests only (models, rendering, CLI)
 	$(PYTEST) -m unit

@@ -21,10 +21,10 @@ from ruamel.yaml import YAML
 
 from mailstack import engine
 from mailstack.errors import UserError
-from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
 from tests.integration.netns import ClientNets
+from tests.integration.ports import free_ports
 from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_until
 
 UP_TIMEOUT = 240.0
@@ -127,7 +127,7 @@ def site_copy(source: Path, target: Path, *, bind: list[str], unique: bool = Tru
     if unique:
         data["site"] = f"{data['site']}-{secrets.token_hex(3)}"
         ports = data["network"]["ports"]
-        for name, port in zip(list(ports), free_local_ports(len(ports)), strict=True):
+        for name, port in zip(list(ports), free_ports(len(ports)), strict=True):
             ports[name] = port
     with target.open("w", encoding="utf-8") as handle:
         yaml.dump(data, handle)

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailstack.images import image_id, log_dir, resolve_base
-from mailstack.remote import free_local_ports
 from mailstack.state.crypto import ca_certificate
+from tests.integration.ports import free_ports
 from tests.integration.stack import WaitTimeoutError
 
 IMAGE_REPO = "mailstack-test/pebble"
@@ -170,7 +170,7 @@ class Pebble:
         self.http_port = http_port
         self.validity = validity
         self.name = f"mailstack-test-pebble-{secrets.token_hex(4)}"
-        ports = [p for p in free_local_ports(6) if p != http_port][:5]
+        ports = [p for p in free_ports(6) if p != http_port][:5]
         self.acme_port, self.mgmt_port, self.tls_port, self.dns_port, self.chall_mgmt_port = ports
         self.directory = Path(tempfile.mkdtemp(prefix="mailstack-pebble-"))
         _write_listener_cert(self.directory)

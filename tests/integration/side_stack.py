@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mailstack import engine
 from mailstack.errors import UserError
-from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS
+from tests.integration.ports import free_ports
 from tests.integration.stack import SITE_FIXTURE, Stack
 
 UP_TIMEOUT = 240.0
@@ -29,7 +29,7 @@ def side_site_text() -> str:
     text = SITE_FIXTURE.read_text()
     # A site id of its own, so that two runs on one engine never meet.
     text = re.sub(r"^site: itest$", f"site: itest-modern-{secrets.token_hex(3)}", text, flags=re.M)
-    ports = iter(free_local_ports(len(STANDARD_PORTS)))
+    ports = iter(free_ports(len(STANDARD_PORTS)))
     protocols = "|".join(STANDARD_PORTS)
     text = re.sub(
         rf"^(    (?:{protocols})): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailstack import engine
 from mailstack.check.transport import spki_sha256
-from mailstack.remote import free_local_ports
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS
 from tests.integration.pebble import Pebble
+from tests.integration.ports import free_ports
 from tests.integration.stack import ALICE, SITE_FIXTURE, Stack, imap_auth, make_message, token, wait_until
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def acme_site_text(pebble: Pebble, ports: list[int]) -> str:
 @pytest.fixture(scope="module")
 def acme_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeStack]:
     base = tmp_path_factory.mktemp("itest-acme")
-    ports = free_local_ports(len(STANDARD_PORTS))
+    ports = free_ports(len(STANDARD_PORTS))
     http_port = ports[list(STANDARD_PORTS).index("http")]
     pebble = Pebble.start(http_port, validity=VALIDITY)
     site_path = base / "site.yaml"

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from mailstack import engine, render
 from mailstack.cli import app
-from mailstack.remote import free_local_ports
 from mailstack.render.writer import PlannedFile
 from mailstack.site.loader import load_site
 from mailstack.site.models import STANDARD_PORTS, Site
 from mailstack.state.view import StateView
+from tests.integration.ports import free_ports
 from tests.integration.stack import (
     ALICE,
     BOB,
@@ -123,7 +123,7 @@ def test_config_a_daemon_rejects_is_refused_before_anything_restarts(
 def second_site(tmp_path: Path) -> Iterator[engine.Project]:
     """A copy of the site with another id and other ports; whatever it starts is removed."""
     text = re.sub(r"^site: itest$", "site: itest-ports", SITE_FIXTURE.read_text(), flags=re.M)
-    ports = iter(free_local_ports(len(STANDARD_PORTS)))
+    ports = iter(free_ports(len(STANDARD_PORTS)))
     protocols = "|".join(STANDARD_PORTS)
     text = re.sub(
         rf"^(    (?:{protocols})): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M
