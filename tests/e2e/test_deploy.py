@@ -138,6 +138,13 @@ def assert_ok(result: DeployRun, host: str) -> None:
     assert counts["unreachable"] == 0, str(result)
 
 
+def assert_no_change(site: Deployment, result: DeployRun, before: dict[str, tuple[str, str]]) -> None:
+    """The deploy passed, changed nothing (changed=0) and left every container as it was."""
+    assert_ok(result, site.server.name)
+    assert result.changed(site.server.name) == 0, str(result)
+    assert site.containers() == before
+
+
 def needs(site: Deployment, *steps: str) -> None:
     """Skip a step of the lifecycle whose earlier steps failed (their failure is reported)."""
     missing = [step for step in steps if step not in site.done]
@@ -361,9 +368,7 @@ class TestDeployLifecycle:
         host_status = site.on_server(f"sha256sum {site.host_root}/state/acme/tls/live/ecdsa.crt")
         result = site.deploy("--images", "load", "--vault-password-file", str(site.vault_password_file))
         note(f"no-change re-deploy (vault-encrypted state): {result.seconds:.0f} s")
-        assert_ok(result, site.server.name)
-        assert result.changed(site.server.name) == 0, str(result)
-        assert site.containers() == before
+        assert_no_change(site, result, before)
         assert site.on_server(f"sha256sum {site.host_root}/state/acme/tls/live/ecdsa.crt") == host_status
         assert site.on_server(f"cmp {keys}/ecdsa-0002.key {keys}/ecdsa-0009.key; echo $?").strip() == "0"
         assert site.state_text("acme/keys/ecdsa-0009.key") == site.state_text("acme/keys/ecdsa-0002.key")
@@ -382,9 +387,7 @@ class TestDeployLifecycle:
         before = site.containers()
         result = site.deploy("--images", "load", "--check")
         note(f"--check on the deployed server: {result.seconds:.0f} s")
-        assert_ok(result, site.server.name)
-        assert result.changed(site.server.name) == 0, str(result)
-        assert site.containers() == before
+        assert_no_change(site, result, before)
 
     def test_a_new_mailbox_works_and_only_changed_services_are_reloaded(self, deployment: Deployment) -> None:
         site = deployment
@@ -493,9 +496,7 @@ class TestCloudServer:
         with site.server.egress_blocked():
             result = site.deploy("--images", "load")
         note(f"no-change re-deploy to the cloud server: {result.seconds:.0f} s")
-        assert_ok(result, site.server.name)
-        assert result.changed(site.server.name) == 0, str(result)
-        assert site.containers() == before
+        assert_no_change(site, result, before)
 
     def test_mail_round_trip(self, cloud_deployment: Deployment) -> None:
         site = cloud_deployment
