@@ -22,8 +22,7 @@ from mailstack import __version__, services
 from mailstack.errors import UserError
 from mailstack.resources import resource_dir
 
-# Images to build, from the catalogue (the guard image also runs the fence service).
-SERVICES = tuple(dict.fromkeys(s.image for s in services.CATALOGUE))
+SERVICES = services.images()
 DEFAULT_BASE = "debian:trixie-slim"
 BOOTSTRAP_BASE = "mailstack/base:trixie"
 DIGEST_LABEL = "org.mailstack.context-digest"

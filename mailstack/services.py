@@ -362,6 +362,12 @@ CATALOGUE: tuple[Service, ...] = (
 )
 
 
+def images() -> tuple[str, ...]:
+    """The images to build, each once (the guard image also runs the fence service); each
+    image's rendered configuration is config/<image>/."""
+    return tuple(dict.fromkeys(s.image for s in CATALOGUE))
+
+
 def present(site: Site) -> list[Service]:
     """The services of the site's compose project, in the catalogue's order."""
     return [s for s in CATALOGUE if s.present(site)]

@@ -99,6 +99,7 @@ class Context:
     acme: AcmeSettings
     config_checks: list[ConfigCheck]  # for the Ansible role (group_vars)
     reloads: list[Reload]
+    images: tuple[str, ...]  # the images, each with its config/<image>/ (the role's switch and builds)
 
     def as_template_vars(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -153,4 +154,5 @@ def build_context(
         acme=acme,
         config_checks=config_checks(),
         reloads=reloads(),
+        images=services.images(),
     )

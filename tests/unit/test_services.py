@@ -158,6 +158,11 @@ def test_the_ansible_role_holds_no_copy_of_a_command(tmp_path: Path) -> None:
     assert {r["service"]: r["exec"] or None for r in group_vars["mailstack_stack_reloads"]} == {
         name: (command[3:] if command[0] == "exec" else None) for name, command in engine.RELOAD.items()
     }
+    # The images it builds or loads, and the config/ directories it switches.
+    assert group_vars["mailstack_stack_services"] == list(images.SERVICES)
+    assert "mailstack_stack_services" not in YAML(typ="safe").load(
+        (role / "defaults" / "main.yml").read_text()
+    )
 
 
 TOY = Service(
