@@ -1,6 +1,6 @@
 """tls.mode acme: the acme service's settings, and how the TLS services follow its switches.
 
-The acme service (compose/images/acme/acme.py) writes the served keys and chains into the
+The acme service (compose/images/acme/mailstack_acme/) writes the served keys and chains into the
 state's acme/tls/live/ and rewrites live/serial last. postfix, dovecot and web mount that
 directory read-only, and a small loop beside each daemon reloads it when serial changes:
 no container restart, no connection dropped, no queued message touched (a reload starts new
