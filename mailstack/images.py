@@ -144,6 +144,8 @@ def build(service: str, tag: str, base: str, digest: str) -> None:
     command = [
         "docker",
         "build",
+        # A failed step leaves no stopped container behind (the legacy builder keeps it).
+        "--force-rm",
         "--build-arg",
         f"BASE_IMAGE={base}",
         "--label",
