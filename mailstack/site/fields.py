@@ -207,17 +207,22 @@ def rate_parts(rate: str) -> tuple[int, str]:
     return int(count), period
 
 
+def _text_or_count(pattern: str, description: str) -> WithJsonSchema:
+    """The JSON Schema of a field written as text with a unit, or as a plain positive number."""
+    return WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": pattern}, {"type": "integer", "minimum": 1}],
+            "description": description,
+        }
+    )
+
+
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$"},
-                {"type": "integer", "minimum": 1},
-            ],
-            "description": "A size in bytes, or with a K, M, G or T suffix (1024-based): 25M, 2G.",
-        }
+    _text_or_count(
+        r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$",
+        "A size in bytes, or with a K, M, G or T suffix (1024-based): 25M, 2G.",
     ),
 ]
 Rate = Annotated[
@@ -234,14 +239,9 @@ Rate = Annotated[
 Duration = Annotated[
     int,
     BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+\s*[smhdSMHD]?\s*$"},
-                {"type": "integer", "minimum": 1},
-            ],
-            "description": "A time in seconds, or with an s, m, h or d suffix: 90s, 10m, 1h, 2d.",
-        }
+    _text_or_count(
+        r"^\s*\d+\s*[smhdSMHD]?\s*$",
+        "A time in seconds, or with an s, m, h or d suffix: 90s, 10m, 1h, 2d.",
     ),
 ]
 IPNetwork = Annotated[
