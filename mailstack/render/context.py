@@ -30,6 +30,7 @@ from mailstack.render.postfix import (
     local_alias_lines,
     mydestination,
     sender_login_lines,
+    sender_owners,
     virtual_alias_lines,
 )
 from mailstack.render.rspamd import (
@@ -78,6 +79,7 @@ class Context:
     virtual_aliases: list[str]
     local_aliases: list[str]
     sender_logins: list[str]
+    sender_owners: dict[str, list[str]]  # address → logins that may use it (Rspamd's From rule)
     dovecot_users: list[str]
     dkim: list[DkimSelector]
     dkim_domains: list[DkimDomain]
@@ -133,6 +135,7 @@ def build_context(
         virtual_aliases=virtual_alias_lines(site),
         local_aliases=local_alias_lines(site),
         sender_logins=sender_login_lines(site),
+        sender_owners=sender_owners(site),
         dovecot_users=dovecot_user_lines(site, state.probe_hash),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),

@@ -55,10 +55,16 @@ def local_alias_lines(site: Site) -> list[str]:
     return [f"{name}\t{site.admin_email}" for name in LOCAL_ALIASES]
 
 
-def sender_login_lines(site: Site) -> list[str]:
-    """smtpd_sender_login_maps: each address → the logins that may send as it."""
+def sender_owners(site: Site) -> dict[str, list[str]]:
+    """Each address a login may send as (envelope and header From) → those logins, sorted
+    by address: Postfix's smtpd_sender_login_maps and Rspamd's header From rule."""
     owners: dict[str, list[str]] = {site.probe_address: [site.probe_address]}
     for m in site.mailboxes:
         for address in (m.address, *m.send_as):
             owners.setdefault(address, []).append(m.address)
-    return [f"{address}\t{','.join(logins)}" for address, logins in sorted(owners.items())]
+    return dict(sorted(owners.items()))
+
+
+def sender_login_lines(site: Site) -> list[str]:
+    """smtpd_sender_login_maps: each address → the logins that may send as it."""
+    return [f"{address}\t{','.join(logins)}" for address, logins in sender_owners(site).items()]
