@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.integration.stack import (
@@ -111,7 +113,8 @@ def test_header_from_of_someone_else_is_refused(stack: Stack, header_from: str) 
     (issue #13, 5: other servers judge the site by the header From)."""
     code, reply = _refusal(stack, ALICE, ALICE, header_from)
     assert code == 554, f"alice sending with From: {header_from} answered {code} {reply!r}"
-    assert f"header From <{header_from}> is not an address of the login {ALICE}".encode() in reply, reply
+    named = re.sub(r"\+[^@]*@", "@", header_from)  # Rspamd names the address without its +tag
+    assert f"header From <{named}> is not an address of the login {ALICE}".encode() in reply, reply
 
 
 @pytest.mark.parametrize("header_from", [TEAM, "alice+work@itest.example"])
@@ -127,6 +130,7 @@ def test_an_own_address_from_a_client_that_did_not_log_in_is_refused(
     """The forged 'mail from the boss' on port 25: no DNS needed to refuse it (issue #13, 2)."""
     smtp = stack.smtp("smtp")
     try:
+        smtp.ehlo()
         code, reply = smtp.mail(mail_from)
         if code == 250:
             code, reply = smtp.rcpt(BOB)

@@ -16,6 +16,7 @@ from mailstack.render.postfix import (
     local_alias_lines,
     mydestination,
     sender_login_lines,
+    sender_owners,
     virtual_alias_lines,
 )
 from mailstack.render.rspamd import (
@@ -139,6 +140,20 @@ def test_sender_logins_list_every_owner_of_an_address() -> None:
         "team@ctx.example\tadmin@ctx.example,user@ctx.example",
         "user@ctx.example\tuser@ctx.example",
     ]
+
+
+def test_rspamds_from_rule_gets_the_same_owners_as_postfix(tmp_path: Path) -> None:
+    """One source for who may use which From: the envelope (Postfix) and the header (Rspamd)."""
+    s = site()
+    owners = sender_owners(s)
+    assert [f"{a}\t{','.join(logins)}" for a, logins in owners.items()] == sender_login_lines(s)
+    assert owners["team@ctx.example"] == ["admin@ctx.example", "user@ctx.example"]
+    files = {
+        f.path: f.content.decode() for f in plan_files(s, fake_state(s.domain_names), tmp_path, tmp_path)
+    }
+    lua = files["config/rspamd/local.d/rspamd.lua"]
+    assert '["team@ctx.example"] = { ["admin@ctx.example"] = true, ["user@ctx.example"] = true, },' in lua
+    assert '["shop.example"] = true,' in lua
 
 
 def test_dovecot_users_carry_the_quota_in_bytes_with_the_userdb_prefix() -> None:
