@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 from mailstack.cli import app
 from mailstack.errors import OutputError, StateError
 from mailstack.render import render_site
-from mailstack.render.environment import HEADER
 from mailstack.render.writer import MANIFEST, Change
 from mailstack.site.loader import load_site
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, assert_generated_header
 
 runner = CliRunner()
 ACME = next(p for p in EXAMPLES if p.name == "acme.yaml")
@@ -121,12 +120,7 @@ def test_hand_edit_is_reported_and_replaced(site_dir: Path) -> None:
 def test_every_file_has_the_header_where_comments_exist(site_dir: Path) -> None:
     cli_render(site_dir)
     for name, content in tree(site_dir / "build" / "acme").items():
-        if name.endswith((".json", "/mta-sts.txt")):  # neither format has comments
-            continue
-        if name.endswith((".xml", ".mobileconfig")):  # after the XML declaration (and DOCTYPE)
-            assert f"<!-- {HEADER} -->" in content.decode().splitlines()[1:3], name
-            continue
-        assert content.decode().splitlines()[0] == f"# {HEADER}", name
+        assert_generated_header(name, content)
 
 
 def test_output_tree_layout(site_dir: Path) -> None:
