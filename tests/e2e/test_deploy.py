@@ -405,9 +405,9 @@ class TestDeployLifecycle:
             for line in tasks.get(handler, [])
             if line.startswith("changed") and (found := re.search(r"\(item=(\w+)\)", line))
         ]
-        # Their maps and passwd-file changed, and the web service's Apple profiles (one more);
-        # nothing of rspamd's or redis's did.
-        assert reloaded == ["postfix", "dovecot", "web"], f"{tasks.get(handler)}\n{result}"
+        # Postfix's maps, Dovecot's passwd-file, Rspamd's From rule (who may send as whom)
+        # and the web service's Apple profiles changed; nothing of redis's did.
+        assert reloaded == ["postfix", "dovecot", "rspamd", "web"], f"{tasks.get(handler)}\n{result}"
         assert tasks["TASK [mailstack_stack : Ensure the stack runs and is healthy]"] == [
             f"ok: [{site.server.name}]"
         ], str(result)
