@@ -51,6 +51,7 @@ class Network:
     name: str
     aliases: tuple[str, ...] = ()
     online_only: bool = False  # only when the stack may reach the internet (not offline)
+    resolver_address: bool = False  # the site's fixed resolver address on this network
 
 
 @dataclass(frozen=True)
@@ -130,5 +131,6 @@ class Service:
     depends_on: tuple[str, ...] = ()  # those present for the site
     depends_why: tuple[str, ...] = ()
     fenced: bool = False  # a banned address gets no connection to its published ports
+    resolves: bool = False  # looks names up in the world: through the stack's resolver (online)
     stop_grace_period: str = ""
     stop_why: tuple[str, ...] = ()

@@ -57,6 +57,10 @@ def _acme(site: Site) -> bool:
     return site.tls.mode == "acme"
 
 
+def _online(site: Site) -> bool:
+    return not site.offline
+
+
 def _web(site: Site) -> bool:
     published = site.network.ports.published()
     return "http" in published or "https" in published
@@ -66,6 +70,55 @@ _GUARD_TOML = f"{GUARD_CONFIG_DIR}/guard.toml"
 _ACME_TOML = f"{ACME_CONFIG_DIR}/acme.toml"
 
 CATALOGUE: tuple[Service, ...] = (
+    Service(
+        name="resolver",
+        image="resolver",
+        present=_online,
+        why=(
+            "Unbound: the stack's own DNSSEC-validating, caching resolver (dns.resolver). postfix,",
+            "rspamd and mta-sts ask it through Docker's DNS, which forwards every name outside the",
+            "project to it. It answers on its fixed back-network address only; front is its way out.",
+        ),
+        # Runs as unbound from the start; port 53 needs no capability inside a container.
+        caps=(),
+        memory="128m",
+        pids=32,
+        config=Config("resolver", "/etc/unbound", check=("unbound-checkconf", "/etc/unbound/unbound.conf")),
+        tmpfs=(
+            Tmpfs(
+                "/tmp:size=1m",  # noqa: S108 - the container's own /tmp
+                (
+                    "The control socket. /tmp because Docker applies a tmpfs mode= option at the",
+                    "first start only: after a restart another directory would be root's again.",
+                ),
+            ),
+        ),
+        networks=(Network("back", resolver_address=True), Network("front")),
+        healthcheck=Healthcheck(("/usr/local/bin/resolver-healthcheck",)),
+        reload=Reload(),  # a restart: the cache refills in seconds
+    ),
+    Service(
+        name="mta-sts",
+        image="mta-sts",
+        present=_online,
+        why=(
+            "postfix-mta-sts-resolver: Postfix's smtp_tls_policy_maps. It fetches destinations'",
+            "MTA-STS policies (DNS through the resolver, HTTPS through front) and caches them on",
+            "its volume; as _mta-sts, without capabilities.",
+        ),
+        caps=(),
+        memory="128m",
+        pids=32,
+        internal_ports={"mta_sts": 8461},  # socketmap, for postfix
+        config=Config("mta-sts", "/etc/mta-sts"),
+        volumes=(Mount("mta-sts", "/var/lib/mta-sts", why=("Cached policies (SQLite).",)),),
+        tmpfs=(Tmpfs("/tmp:size=8m"),),  # noqa: S108 - the container's own /tmp
+        networks=(Network("back"), Network("front")),
+        depends_on=("resolver",),
+        resolves=True,
+        healthcheck=Healthcheck(("/usr/local/bin/mta-sts-healthcheck",)),
+        reload=Reload(),  # reads its configuration at start only; the cache is on its volume
+    ),
     Service(
         name="postfix",
         image="postfix",
@@ -103,8 +156,9 @@ CATALOGUE: tuple[Service, ...] = (
             ("Reloads postfix when the acme service switches certificates, then runs postfix.",),
         ),
         networks=(Network("front"), Network("back")),
-        depends_on=("dovecot", "rspamd"),
+        depends_on=("dovecot", "rspamd", "resolver", "mta-sts"),
         fenced=True,
+        resolves=True,
         healthcheck=Healthcheck(("/usr/local/bin/postfix-healthcheck",), ports_env=True),
         reload=Reload(("postfix", "reload")),
     ),
@@ -191,9 +245,10 @@ CATALOGUE: tuple[Service, ...] = (
         networks=(Network("back"), Network("front", online_only=True)),
         networks_why=(
             "The milter (for postfix) and the controller are never published. Offline it needs",
-            "only the internal network; online it also needs front, for DNS (RBLs, SPF, DKIM).",
+            "only the internal network; online it also needs front, for HTTP maps and fuzzy hashes.",
         ),
-        depends_on=("redis",),
+        depends_on=("redis", "resolver"),
+        resolves=True,
         healthcheck=Healthcheck(
             ("/usr/local/bin/rspamd-healthcheck",),
             start_period="120s",

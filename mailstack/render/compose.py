@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from mailstack import services
 from mailstack.render.acme import ACME_CA_BUNDLE, AcmeSettings
 from mailstack.render.tls import TLS_FILES_DIR
+from mailstack.service_types import Network as ServiceNetwork
 from mailstack.service_types import SecretKind, Service
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
@@ -40,6 +41,7 @@ class Entry:
 class Network:
     name: str
     aliases: tuple[str, ...]
+    address: str = ""  # a fixed IPv4 address (the resolver's)
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,12 @@ class ComposeService:
     start_period: str
     start_period_why: tuple[str, ...]
     environment: dict[str, str]
+    dns: list[str]  # the resolver Docker's DNS forwards other names to
 
     @property
     def network_aliases(self) -> bool:
-        """Whether the networks need the long form (a network with aliases)."""
-        return any(n.aliases for n in self.networks)
+        """Whether the networks need the long form (a network with aliases or an address)."""
+        return any(n.aliases or n.address for n in self.networks)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         volumes=_volumes(s, p.slots, p.acme),
         tmpfs=[Entry(t.spec, why=t.why) for t in s.tmpfs],
         secrets=p.secrets.get(s.name, []),
-        networks=[Network(n.name, n.aliases) for n in s.networks if not (n.online_only and p.offline)],
+        networks=[_network(n, p) for n in s.networks if not (n.online_only and p.offline)],
         networks_why=s.networks_why,
         depends_on=[d for d in s.depends_on if d in p.present],
         depends_why=s.depends_why,
@@ -174,7 +177,13 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         environment={"HEALTHCHECK_PORTS": " ".join(str(port) for port in listening(s))}
         if s.healthcheck.ports_env
         else {},
+        dns=[p.site.resolver_address] if s.resolves and p.site.resolver_address else [],
     )
+
+
+def _network(n: ServiceNetwork, p: _Project) -> Network:
+    address = p.site.resolver_address if n.resolver_address else None
+    return Network(n.name, n.aliases, address or "")
 
 
 def listening(s: Service) -> list[int]:

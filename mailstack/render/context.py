@@ -27,12 +27,15 @@ from mailstack.render.guard import AuthBanSettings, auth_ban_settings
 from mailstack.render.guard import fence_table as fence_table  # tests/integration import it from here
 from mailstack.render.postfix import (
     POSTFIX_LMTP_CONCURRENCY,
+    dnsbl_sites,
     local_alias_lines,
+    mta_sts_policy_map,
     mydestination,
     sender_login_lines,
     sender_owners,
     virtual_alias_lines,
 )
+from mailstack.render.resolver import BackNetwork, ResolverSettings, back_network, resolver_settings
 from mailstack.render.rspamd import (
     REDIS_MAXMEMORY,
     DkimDomain,
@@ -94,6 +97,10 @@ class Context:
     redis_secrets: str
     offline: bool
     rspamd_disabled: dict[str, bool]  # online-only rspamd module → disabled here
+    resolver: ResolverSettings | None  # None offline
+    back_network: BackNetwork | None  # its fixed subnet (online)
+    dnsbl_sites: list[str]  # postscreen's
+    mta_sts_policy_map: str  # postfix's smtp_tls_policy_maps; empty offline
     lmtp_user_concurrency: int
     lmtp_concurrency: int
     auth_ban: AuthBanSettings
@@ -111,9 +118,7 @@ def internal_ports() -> dict[str, int]:
     return {name: port for s in services.CATALOGUE for name, port in s.internal_ports.items()}
 
 
-def build_context(
-    site: Site, state: StateView, state_dir: Path, out_dir: Path, *, offline: bool = True
-) -> Context:
+def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) -> Context:
     pairs = tls_pairs(site, state)
     dkim = dkim_selectors(state)
     state_rel = os.path.relpath(state_dir.resolve(), out_dir.resolve())
@@ -124,7 +129,7 @@ def build_context(
     return Context(
         site=site,
         version=__version__,
-        services=compose_services(site, slots, secrets, acme, __version__, offline=offline),
+        services=compose_services(site, slots, secrets, acme, __version__, offline=site.offline),
         volumes=named_volumes(site),
         ports=internal_ports(),
         message_size=site.limits.message_size,
@@ -148,8 +153,12 @@ def build_context(
         send_limits=send_limits(site),
         rspamd_secrets=RSPAMD_SECRETS,
         redis_secrets=REDIS_SECRETS,
-        offline=offline,
-        rspamd_disabled=rspamd_disabled(offline=offline),
+        offline=site.offline,
+        rspamd_disabled=rspamd_disabled(offline=site.offline),
+        resolver=resolver_settings(site),
+        back_network=back_network(site),
+        dnsbl_sites=dnsbl_sites(site),
+        mta_sts_policy_map=mta_sts_policy_map(site, internal_ports()["mta_sts"]),
         lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
         auth_ban=auth_ban,

@@ -13,6 +13,29 @@ LOCAL_ALIASES: tuple[str, ...] = ("postmaster", "abuse", "root", "mailer-daemon"
 POSTFIX_LMTP_CONCURRENCY = 8
 
 
+# postscreen's blocklists when the site names none (abuse.dnsbl): weights as the lists
+# document their replies. ZEN alone reaches the default threshold (3); a DNSWL listing with
+# trust medium or high offsets one list.
+DEFAULT_DNSBL: tuple[str, ...] = (
+    "zen.spamhaus.org=127.0.0.[2..11]*3",
+    "bl.spamcop.net=127.0.0.2*2",
+    "bl.mailspike.net=127.0.0.[10;11;12]*2",
+    "list.dnswl.org=127.0.[0..255].[2;3]*-2",
+)
+
+
+def mta_sts_policy_map(site: Site, port: int) -> str:
+    """smtp_tls_policy_maps: the mta-sts service's socketmap; none offline."""
+    return "" if site.offline else f"socketmap:inet:mta-sts:{port}:postfix"
+
+
+def dnsbl_sites(site: Site) -> list[str]:
+    """postscreen_dnsbl_sites: none offline (nothing would answer), else abuse.dnsbl or the default."""
+    if site.offline:
+        return []
+    return list(DEFAULT_DNSBL if site.abuse.dnsbl is None else site.abuse.dnsbl)
+
+
 def mydestination(site: Site) -> str:
     """Postfix's local domains: the server's own name, unless it is also a virtual domain.
 

@@ -7,10 +7,11 @@ sections have modules of their own: tls, limits, abuse, records (DNS settings).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from mailstack.site.abuse import Abuse
@@ -24,9 +25,11 @@ from mailstack.site.fields import (
     PasswordHash,
     Rate,
     Size,
+    parse_network,
 )
 from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
+from mailstack.site.resolver import default_internal_subnet, resolver_address
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
 Loc = tuple[str | int, ...]
@@ -80,6 +83,31 @@ class Network(Model):
         min_length=1,
     )
     ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
+    internal_subnet: InternalSubnet | None = Field(
+        default=None,
+        description=(
+            "IPv4 subnet of the stack's internal (back) network, where its resolver has a fixed "
+            "address (a /28 or larger). Default: a /27 of 10.251.0.0/16 chosen by the site id; "
+            "set it when that meets a network of the host."
+        ),
+    )
+
+
+def _internal_subnet(value: object) -> str:
+    network = ipaddress.ip_network(parse_network(value))
+    if network.version != 4 or not network.is_private or network.is_loopback:
+        raise ValueError(f"{value!r} is not a private IPv4 network (such as 10.251.3.0/27)")
+    if network.prefixlen > MAX_INTERNAL_PREFIX:
+        raise ValueError(f"{value!r} is too small: the stack needs a /{MAX_INTERNAL_PREFIX} or larger")
+    return str(network)
+
+
+MAX_INTERNAL_PREFIX = 28
+InternalSubnet = Annotated[
+    str,
+    BeforeValidator(_internal_subnet),
+    WithJsonSchema({"type": "string", "description": "A private IPv4 network: 10.251.3.0/27."}),
+]
 
 
 class DomainEntry(Model):
@@ -151,6 +179,16 @@ class Site(Model):
     )
     hostname: Domain = Field(description="FQDN of the mail server: MX target, HELO, certificate.")
     admin_email: Address = Field(description="Where postmaster, abuse and reports land.")
+    offline: bool = Field(
+        default=False,
+        description=(
+            "The site reaches no DNS or web beyond itself (the demo, air-gapped and test sites). "
+            "Switches off: the resolver service; Rspamd's SPF, DMARC, RBLs, hfilter, phishing, "
+            "URL and ASN lookups, reputation, fuzzy, neural, known senders and rule updates; "
+            "postscreen's DNSBLs; DANE and MTA-STS outbound (TLS stays opportunistic). DKIM and "
+            "ARC signing, the From rules, rate limits and Bayes stay on."
+        ),
+    )
     network: Network = Field(default_factory=Network)
     tls: TLS = Field(default_factory=TLS)
     limits: Limits = Field(default_factory=Limits)
@@ -179,6 +217,16 @@ class Site(Model):
     @property
     def domain_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.domains)
+
+    @property
+    def internal_subnet(self) -> str:
+        """The back network's subnet: network.internal_subnet, or the site id's default."""
+        return self.network.internal_subnet or default_internal_subnet(self.site)
+
+    @property
+    def resolver_address(self) -> str | None:
+        """Where the stack's resolver answers on the back network; None offline (no resolver)."""
+        return None if self.offline else resolver_address(self.internal_subnet)
 
     @property
     def probe_address(self) -> str:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mailstack.site.base import Model
 from mailstack.site.fields import Addresses, Domain
+from mailstack.site.resolver import Resolver
 
 Spf = Annotated[
     str,
@@ -40,7 +41,8 @@ class MtaSts(Model):
 
 
 class Dns(Model):
-    """Settings of the records `mailstack dns` prints; every one has a default."""
+    """Settings of the records `mailstack dns` prints, and of the stack's own resolver; every
+    one has a default."""
 
     ttl: int = Field(default=3600, ge=60, le=86400, description="TTL of every record, in seconds.")
     spf: Spf = "v=spf1 mx -all"
@@ -48,4 +50,7 @@ class Dns(Model):
     caa: tuple[Domain, ...] = Field(
         default=("letsencrypt.org",),
         description="CAs that may issue certificates (CAA issue); empty publishes no CAA.",
+    )
+    resolver: Resolver = Field(
+        default_factory=Resolver, description="The stack's own validating resolver (not used offline)."
     )

@@ -158,6 +158,7 @@ class Deployment:
             "site": self.site_id,
             "hostname": self.hostname,
             "admin_email": entries[0]["address"],
+            "offline": True,  # the server reaches nothing beyond this machine
             "network": {"bind": "0.0.0.0", "ports": STANDARD_PORTS},  # inside the server
             "tls": {"mode": "acme", "acme": {"email": entries[0]["address"], "directory_url": UNANSWERED_CA}},
             "limits": {"message_size": "10M"},

@@ -174,6 +174,8 @@ def test_firewall_false_keeps_the_guard_and_drops_the_fence() -> None:
         "rspamd",
         "redis",
         "guard",
+        "resolver",
+        "mta-sts",
     }
 
 
@@ -184,7 +186,14 @@ def test_disabled_bans_render_neither_service_nor_the_policy() -> None:
     assert {"guard", "fence"}.isdisjoint(compose["services"])
     assert "depends_on" not in compose["services"]["dovecot"]
     assert "auth_policy" not in files["config/dovecot/dovecot.conf"]
-    assert engine.expected_services(disabled) == {"postfix", "dovecot", "rspamd", "redis"}
+    assert engine.expected_services(disabled) == {
+        "postfix",
+        "dovecot",
+        "rspamd",
+        "redis",
+        "resolver",
+        "mta-sts",
+    }
     assert auth_ban_settings(disabled).firewall is False
 
 

@@ -108,6 +108,7 @@ def test_engine_tables_derive_from_the_catalogue() -> None:
         "dovecot": ("config/dovecot", "/etc/dovecot", ["doveconf", "-n"]),
         "rspamd": ("config/rspamd/local.d", "/etc/rspamd/local.d", ["rspamadm", "configtest"]),
         "web": ("config/web", "/etc/nginx", ["web-entrypoint", "nginx", "-e", "stderr", "-t"]),
+        "resolver": ("config/resolver", "/etc/unbound", ["unbound-checkconf", "/etc/unbound/unbound.conf"]),
     }
     assert engine.TLS_SERVICES == ("postfix", "dovecot", "web")
     assert engine.CONFIG_DIRS["fence"] == "guard"
