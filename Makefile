@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest --durations=15
 
 .DEFAULT_GOAL := help
-.PHONY: help install images demo test test-unit test-integration test-e2e lint fmt golden clean
+.PHONY: help install images demo test test-unit test-integration test-world test-e2e lint fmt golden clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ demo: images  ## Bring the demo site up on 127.0.0.1, send a mail and read it ba
 	$(BIN)/mailstack up $(DEMO)
 	$(BIN)/mailstack probe $(DEMO) --user alice@example.test --password alice-demo-password
 
-test: lint images  ## Lint, then every test layer: unit, then integration and e2e side by side
+test: lint images  ## Lint, then every test layer: unit, then integration, world and e2e side by side
 	$(PYTEST) -m unit
 	scripts/test-parallel.sh $(PYTEST)
 
@@ -39,6 +39,9 @@ test-unit: install  ## Unit tests only (models, rendering, CLI)
 
 test-integration: images  ## Integration tests against the stack in Docker
 	$(PYTEST) -m integration
+
+test-world: images  ## The test world: a signed DNS, sites that reach each other, a forger
+	$(PYTEST) -m world
 
 test-e2e: images  ## Ansible against a server container
 	$(PYTEST) -m e2e

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run the slow test layers side by side, each in a pytest of its own, and report them in a
-# fixed order: the integration tests (their stacks in this machine's Docker), the e2e
-# lifecycle on a minimal server, and the other e2e tests (the harness, the cloud server).
+# fixed order: the integration tests (their stacks in this machine's Docker), the test world
+# (tests/world: a signed DNS, sites that reach each other, a forger), the e2e lifecycle on a
+# minimal server, and the other e2e tests (the harness, the cloud server).
 #
 # Most of their time is spent waiting (health checks, SSH round trips, apt, testssl), so on
 # two cores side by side takes little more than the longest of them. They never meet: every
-# stack and server has a project name and ports of its own.
+# stack and server has a project name and ports of its own; the world has its own network.
 #
 # Usage: scripts/test-parallel.sh PYTEST [ARGS...]   (e.g. .venv/bin/pytest --durations=15)
 # Exit: 0 when every run passed; otherwise the first failing run's exit code.
@@ -14,10 +15,11 @@ set -uo pipefail
 [ "$#" -ge 1 ] || { echo "usage: $0 PYTEST [ARGS...]" >&2; exit 2; }
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/mailstack-tests.XXXXXX")
-names=(integration e2e-lifecycle e2e-other)
+names=(integration world e2e-lifecycle e2e-other)
 selection() {  # the pytest arguments that pick a run's tests
     case $1 in
         integration) args=(-m integration) ;;
+        world) args=(-m world) ;;
         e2e-lifecycle) args=(-m e2e -k TestDeployLifecycle) ;;
         e2e-other) args=(-m e2e -k "not TestDeployLifecycle") ;;
     esac

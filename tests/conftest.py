@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-LAYERS = ("unit", "integration", "e2e")
+LAYERS = ("unit", "integration", "world", "e2e")
 #: Seconds spent per layer (setup, call and teardown of its tests), for the run's summary.
 _LAYER_SECONDS: dict[str, float] = {}
 
@@ -34,7 +34,7 @@ _LAYER_SECONDS: dict[str, float] = {}
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests without a layer marker are unit tests."""
     for item in items:
-        if not any(item.get_closest_marker(m) for m in ("integration", "e2e")):
+        if not any(item.get_closest_marker(m) for m in LAYERS[1:]):
             item.add_marker(pytest.mark.unit)
 
 
