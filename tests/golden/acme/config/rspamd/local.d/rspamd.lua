@@ -68,3 +68,23 @@ rspamd_config:register_symbol({
     end
   end,
 })
+
+-- A message refused for its sender domain's DMARC policy says so in the SMTP reply (the
+-- milter's default text is "Spam message rejected"), so the sender learns why.
+rspamd_config:register_symbol({
+  name = 'MAILSTACK_DMARC_REPLY',
+  type = 'postfilter',
+  group = 'mailstack',
+  description = 'Names DMARC in the reply to a message refused for its policy',
+  callback = function(task)
+    local rejected = task:get_symbol('DMARC_POLICY_REJECT')
+    if not rejected or task:get_metric_action() ~= 'reject' then
+      return
+    end
+    local option = ((rejected[1] or {}).options or {})[1] or ''
+    local domain = option:match('^(%S+)') or 'the sender domain'
+    task:append_message(string.format(
+      'rejected by the DMARC policy (p=reject) of %s: the message failed SPF and DKIM alignment',
+      domain), 'smtp_message')
+  end,
+})

@@ -1,0 +1,121 @@
+"""mailstack sites in the test world: real site files, rendered, published in the world's
+signed zone, brought up with `mailstack up`, and reached at their world addresses.
+
+Each site runs online (its own resolver forwards to the world's DNS with the world's trust
+anchor), publishes the standard ports on its own world address, and has an internal subnet
+that no network of the engine uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from mailstack import engine
+from mailstack.passwords import hash_password
+from mailstack.site.loader import load_site
+from tests.integration.conftest import start_stack
+from tests.integration.stack import Stack
+from tests.world.net import taken_networks
+from tests.world.world import World
+
+MAILSTACK = Path(sys.executable).parent / "mailstack"
+# Sites' back networks: /27s of the product's default block, away from every existing network.
+INTERNAL_POOL = ipaddress.IPv4Network("10.251.0.0/16")
+PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993}
+
+
+@dataclass
+class WorldStack(Stack):
+    """A Stack whose mailboxes' passwords are made by the test that wrote the site."""
+
+    passwords: dict[str, str] = field(default_factory=dict)
+    domain: str = ""
+
+    def password(self, user: str) -> str:
+        return self.passwords[user]
+
+    def address(self, local: str) -> str:
+        return f"{local}@{self.domain}"
+
+    def dns_zone(self) -> str:
+        return mailstack("dns", str(self.site_path), "--state", str(self.state_dir), "--format", "zone")
+
+
+def mailstack(*args: str, timeout: float = 300) -> str:
+    done = subprocess.run([str(MAILSTACK), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"mailstack {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def free_internal_subnet(taken: list[ipaddress.IPv4Network]) -> str:
+    candidates = list(INTERNAL_POOL.subnets(new_prefix=27))
+    for _ in range(200):
+        subnet = secrets.choice(candidates)
+        if not any(subnet.overlaps(other) for other in taken):
+            return str(subnet)
+    raise RuntimeError(f"no free /27 in {INTERNAL_POOL}")
+
+
+def write_site(
+    world: World,
+    base: Path,
+    domain: str,
+    locals_: list[str],
+    *,
+    dmarc: str = "reject",
+    dnsbl: list[str] | None = None,
+    taken: list[ipaddress.IPv4Network],
+) -> WorldStack:
+    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
+    hostname = f"mail.{domain}"
+    passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
+    subnet = free_internal_subnet(taken)
+    taken.append(ipaddress.IPv4Network(subnet))
+    site = {
+        "site": f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}",
+        "hostname": hostname,
+        "admin_email": next(iter(passwords)),
+        "network": {"bind": world.address_for(hostname), "ports": PORTS, "internal_subnet": subnet},
+        "tls": {"mode": "selfsigned"},
+        "dns": {"ttl": 60, "dmarc": {"policy": dmarc}, "resolver": world.resolver()},
+        # Logins come from the host's world address: no bans, no fence in these tests.
+        "abuse": {"auth_ban": {"enabled": False}, **({"dnsbl": dnsbl} if dnsbl is not None else {})},
+        "domains": [{"name": domain}],
+        "mailboxes": [
+            {"address": address, "password_hash": hash_password(password, "SHA512-CRYPT")}
+            for address, password in passwords.items()
+        ],
+    }
+    base.mkdir(parents=True, exist_ok=True)
+    site_path = base / "site.yaml"
+    site_path.write_text(json.dumps(site, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Rendering makes the state (DKIM keys, the CA, the server certificate) that the records name.
+    mailstack("render", str(site_path), "--output", str(base / "build"), "--state", str(base / "state"))
+    return WorldStack(site_path=site_path, project=_project(site_path, base), passwords=passwords, domain=domain)
+
+
+def _project(site_path: Path, base: Path) -> engine.Project:
+    return engine.Project(site=load_site(site_path), out_dir=base / "build", state_dir=base / "state")
+
+
+def bring_up(world: World, site: WorldStack) -> WorldStack:
+    """Publish the site's records, `mailstack up`, and glue it into the world."""
+    world.add_site_records(site.dns_zone())
+    started = start_stack(site.site_path)
+    site.project, site.up_result, site.up_error = started.project, started.up_result, started.up_error
+    if site.up_error is None:
+        world.attach_site(site.site.hostname, f"mailstack-{site.site.site}")
+    return site
+
+
+def taken(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    return taken_networks(client)
