@@ -50,9 +50,13 @@ class WorldStack(Stack):
 
 
 def mailstack(*args: str, timeout: float = 300) -> str:
-    done = subprocess.run([str(MAILSTACK), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [str(MAILSTACK), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if done.returncode != 0:
-        raise AssertionError(f"mailstack {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        raise AssertionError(
+            f"mailstack {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
     return done.stdout
 
 
@@ -100,7 +104,9 @@ def write_site(
     site_path.write_text(json.dumps(site, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     # Rendering makes the state (DKIM keys, the CA, the server certificate) that the records name.
     mailstack("render", str(site_path), "--output", str(base / "build"), "--state", str(base / "state"))
-    return WorldStack(site_path=site_path, project=_project(site_path, base), passwords=passwords, domain=domain)
+    return WorldStack(
+        site_path=site_path, project=_project(site_path, base), passwords=passwords, domain=domain
+    )
 
 
 def _project(site_path: Path, base: Path) -> engine.Project:
