@@ -105,3 +105,107 @@ def test_a_client_listed_in_a_dnsbl_is_turned_away_by_postscreen(
     subject = token("b-to-a")
     b.submit(b.address("bernd"), make_message(b.address("bernd"), a.address("arne"), subject, "Hi Arne."))
     a.wait_for_message(a.address("arne"), subject, timeout=MAIL_TIMEOUT)
+
+
+def flush_resolver(site: WorldStack, zone: str) -> None:
+    """Forget what the site's resolver cached under ``zone`` (records here live 60 s)."""
+    done = site.exec("resolver", "unbound-control", "-c", "/etc/unbound/unbound.conf", "flush_zone", zone)
+    assert done.returncode == 0, done.stderr or done.stdout
+
+
+def flush_queue(site: WorldStack) -> None:
+    done = site.exec("postfix", "postqueue", "-f")
+    assert done.returncode == 0, done.stderr or done.stdout
+
+
+def queued_for(site: WorldStack, recipient: str) -> list[str]:
+    """The delay reasons of the queued messages to ``recipient``."""
+    return [
+        str(r.get("delay_reason", ""))
+        for m in site.queue()
+        for r in m.get("recipients", [])  # type: ignore[attr-defined]
+        if r.get("address") == recipient
+    ]
+
+
+def tlsa_values(site: WorldStack) -> list[str]:
+    name = f"_25._tcp.{site.site.hostname}."
+    return [
+        line.split(" TLSA ", 1)[1] for line in site.dns_zone().splitlines() if line.startswith(f"{name} ")
+    ]
+
+
+def test_a_wrong_tlsa_record_defers_the_mail_until_it_is_repaired(
+    world: World, sites: tuple[WorldStack, WorldStack]
+) -> None:
+    a, b = sites
+    name = f"_25._tcp.{b.site.hostname}."
+    good = tlsa_values(b)
+    assert good, "site B publishes no TLSA record for its port 25"
+    anna, bernd = a.address("anna"), b.address("bernd")
+    subject = token("tlsa")
+    world.dns.replace(name, "TLSA", ["3 1 1 " + "00" * 32])
+    try:
+        flush_resolver(a, "b.test")
+        a.submit(anna, make_message(anna, bernd, subject, "Sent while B's TLSA record is wrong."))
+        line = postfix_log_since(a, rf"to=<{re.escape(bernd)}>.*status=deferred")
+        assert "not verified" in line or "TLSA" in line, line
+        reasons = queued_for(a, bernd)
+        assert reasons, f"nothing queued for {bernd} on A after the deferral: {line}"
+        assert subject not in b.subjects(bernd), "delivered although the certificate did not match TLSA"
+    finally:
+        world.dns.replace(name, "TLSA", good)
+    flush_resolver(a, "b.test")
+    flush_queue(a)
+    b.wait_for_message(bernd, subject, timeout=MAIL_TIMEOUT)
+    assert queued_for(a, bernd) == []
+
+
+def test_an_unknown_user_at_b_bounces_to_the_sender_at_a(sites: tuple[WorldStack, WorldStack]) -> None:
+    a, b = sites
+    arne = a.address("arne")
+    subject = token("unknown-user")
+    a.submit(arne, make_message(arne, b.address("nobody"), subject, "To someone B does not know."))
+    raw = a.wait_for_message(arne, "Undelivered Mail Returned to Sender", timeout=MAIL_TIMEOUT)
+    assert subject.encode() in raw, raw[:2000]
+    assert b"550" in raw and b"nobody@b.test" in raw, raw[:2000]
+
+
+def test_b_stopped_a_keeps_the_mail_and_delivers_it_when_b_is_back(
+    world: World, sites: tuple[WorldStack, WorldStack]
+) -> None:
+    a, b = sites
+    anna, berta = a.address("anna"), b.address("berta")
+    subject = token("b-stopped")
+    assert b.compose("stop", "postfix").returncode == 0
+    try:
+        a.submit(anna, make_message(anna, berta, subject, "Sent while B is down."))
+        postfix_log_since(a, rf"to=<{re.escape(berta)}>.*status=deferred")
+        assert queued_for(a, berta), f"nothing queued for {berta} on A while B is down"
+    finally:
+        assert b.compose("start", "postfix").returncode == 0
+        world.sync()
+    b.wait_for_log("postfix", r"postfix/master.*daemon started", timeout=60)
+    flush_queue(a)
+    b.wait_for_message(berta, subject, timeout=MAIL_TIMEOUT)
+
+
+def test_without_its_resolver_b_answers_4xx_and_its_outbound_mail_waits(
+    world: World, sites: tuple[WorldStack, WorldStack]
+) -> None:
+    a, b = sites
+    bernd, arne = b.address("bernd"), a.address("arne")
+    inbound = make_message(f"news@{FORGER_DOMAIN}", bernd, token("no-resolver-in"), "Our newsletter.")
+    outbound = token("no-resolver-out")
+    assert b.compose("stop", "resolver").returncode == 0
+    try:
+        refusal = forger_refused(world, b.host, f"news@{FORGER_DOMAIN}", bernd, bytes(inbound))
+        assert re.search(r"\(4\d\d, ", refusal), refusal
+        b.submit(bernd, make_message(bernd, arne, outbound, "Sent while B cannot resolve names."))
+        postfix_log_since(b, rf"to=<{re.escape(arne)}>.*status=deferred")
+        assert queued_for(b, arne), f"nothing queued for {arne} on B without its resolver"
+    finally:
+        assert b.compose("start", "resolver").returncode == 0
+    b.wait_for_log("resolver", r"start of service", timeout=30)
+    flush_queue(b)
+    a.wait_for_message(arne, outbound, timeout=MAIL_TIMEOUT)
