@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from mailstack.render.dovecot import JUNK_FOLDER
+from tests.integration.managesieve import ManageSieve
 from tests.integration.stack import (
     BOB,
     EXTERNAL_SENDER,
@@ -153,6 +154,46 @@ def test_spam_goes_to_junk_and_clean_mail_to_the_inbox(stack: Stack) -> None:
     with stack.imap(BOB) as imap:
         assert fetch_by_subject(imap, "INBOX", spam_subject) is None, "the spam was also kept in INBOX"
         assert fetch_by_subject(imap, JUNK_FOLDER, clean_subject) is None, "the clean message is in Junk"
+
+
+USER_SCRIPT = """require ["fileinto", "mailbox"];
+# mailstack integration suite: the user's own rule, after the global spam rule
+if header :contains "subject" "[itest-project]" {
+  fileinto :create "Projects";
+  stop;
+}
+"""
+
+
+@contextmanager
+def user_script(stack: Stack, user: str, script: str) -> Iterator[None]:
+    """``script`` active for ``user`` (uploaded over ManageSieve), deactivated afterwards."""
+    client = ManageSieve(stack.host, stack.ports["managesieve"], timeout=30)
+    try:
+        client.starttls(stack.tls_context())
+        response = client.authenticate_plain(user, stack.password(user))
+        assert response.status == "OK", f"ManageSieve AUTHENTICATE: {response}"
+        client.putscript("itest-junk", script)
+        client.setactive("itest-junk")
+        try:
+            yield
+        finally:
+            client.setactive("")
+    finally:
+        client.logout()
+
+
+def test_the_spam_rule_runs_before_the_users_own_script(stack: Stack) -> None:
+    with user_script(stack, BOB, USER_SCRIPT):
+        clean = token("[itest-project] minutes")
+        stack.deliver(make_message(EXTERNAL_SENDER, BOB, clean, prose("a project message")))
+        spam = token("[itest-project] urgent figures").upper()
+        stack.deliver(parse(suspicious(spam, prose("a suspicious project message"))))
+        # The user's rule still files clean mail; spam is in Junk before it could match.
+        stack.wait_for_message(BOB, clean, folder="Projects")
+        stack.wait_for_message(BOB, spam, folder=JUNK_FOLDER)
+    with stack.imap(BOB) as imap:
+        assert fetch_by_subject(imap, "Projects", spam) is None, "the user's rule also got the spam"
 
 
 def test_moving_into_junk_learns_spam_and_out_of_it_learns_ham(stack: Stack) -> None:
