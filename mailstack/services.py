@@ -167,7 +167,8 @@ CATALOGUE: tuple[Service, ...] = (
         image="dovecot",
         # master stays root: CHOWN for its sockets, SETUID/SETGID for dovecot, dovenull and
         # vmail, SYS_CHROOT for the login processes' chroot; DAC_READ_SEARCH reads the TLS keys
-        # when the state belongs to another user than root. KILL: on reload the master sends
+        # (and the entrypoint the controller's password, which CHOWN hands to vmail) when the
+        # state belongs to another user than root. KILL: on reload the master sends
         # SIGQUIT to the processes of changed services, which run as other users; without it
         # they keep serving the old configuration ("kill(…, SIGQUIT) failed: Operation not
         # permitted" in its log).
@@ -197,7 +198,8 @@ CATALOGUE: tuple[Service, ...] = (
             Tmpfs("/var/lib/dovecot:size=4m"),
             Tmpfs("/tmp:size=16m"),  # noqa: S108 - the container's own /tmp
         ),
-        reads=("tls",),
+        # rspamd_controller: the IMAPSieve learning program posts to Rspamd's controller.
+        reads=("tls", "rspamd_controller"),
         certificates=CertificateReload(
             "doveadm reload",
             "dovecot -F",

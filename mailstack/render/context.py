@@ -22,7 +22,12 @@ from mailstack.render.compose import (
     named_volumes,
     secret_files,
 )
-from mailstack.render.dovecot import DOVECOT_LMTP_USER_CONCURRENCY, dovecot_user_lines
+from mailstack.render.dovecot import (
+    DOVECOT_LMTP_USER_CONCURRENCY,
+    JunkSettings,
+    dovecot_user_lines,
+    junk_settings,
+)
 from mailstack.render.guard import AuthBanSettings, auth_ban_settings
 from mailstack.render.guard import fence_table as fence_table  # tests/integration import it from here
 from mailstack.render.postfix import (
@@ -84,6 +89,7 @@ class Context:
     sender_logins: list[str]
     sender_owners: dict[str, list[str]]  # address → logins that may use it (Rspamd's From rule)
     dovecot_users: list[str]
+    junk: JunkSettings  # Sieve: spam into Junk, and learning from moves into and out of it
     dkim: list[DkimSelector]
     dkim_domains: list[DkimDomain]
     tls: dict[str, str]  # role → path inside the containers
@@ -142,6 +148,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         sender_logins=sender_login_lines(site),
         sender_owners=sender_owners(site),
         dovecot_users=dovecot_user_lines(site, state.probe_hash),
+        junk=junk_settings(),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),
