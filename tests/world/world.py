@@ -67,18 +67,30 @@ class Forger:
         )
         return self.python(code, host, str(port), str(timeout), timeout=timeout + 5).strip()
 
-    def send_mail(self, host: str, port: int, mail_from: str, rcpt_to: list[str], message: bytes) -> str:
+    def send_mail(
+        self, host: str, port: int, mail_from: str, rcpt_to: list[str], message: bytes, *, timeout: int = 30
+    ) -> str:
         """One SMTP transaction from the forger, HELO its own host name; the server's reply to
         a NOOP after the message was accepted (smtplib raises on a refusal)."""
         code = (
             "import base64, smtplib, sys\n"
-            "host, port, helo, sender, message, *rcpts = sys.argv[1:]\n"
-            "with smtplib.SMTP(host, int(port), local_hostname=helo, timeout=30) as smtp:\n"
+            "host, port, timeout, helo, sender, message, *rcpts = sys.argv[1:]\n"
+            "with smtplib.SMTP(host, int(port), local_hostname=helo, timeout=float(timeout)) as smtp:\n"
             "    smtp.sendmail(sender, rcpts, base64.b64decode(message))\n"
             "    print(smtp.noop())\n"
         )
         encoded = base64.b64encode(message).decode()
-        return self.python(code, host, str(port), self.hostname, mail_from, encoded, *rcpt_to)
+        return self.python(
+            code,
+            host,
+            str(port),
+            str(timeout),
+            self.hostname,
+            mail_from,
+            encoded,
+            *rcpt_to,
+            timeout=timeout + 30,
+        )
 
 
 @dataclass
