@@ -141,6 +141,7 @@ def fake_site(world: World, label: str, hostname: str, *, greet: bool) -> Iterat
         world.attach_site(hostname, project)
         yield FakeSite(project, address, greeter)
     finally:
+        world.detach_site(hostname)
         if greeter is not None:
             greeter.remove(force=True)
         network.remove()

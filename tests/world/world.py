@@ -194,6 +194,11 @@ class World:
         self.sites[name] = project
         self.sync()
 
+    def detach_site(self, hostname: str) -> None:
+        """Before the site's compose project goes away: its glue goes with it."""
+        if self.sites.pop(hostname.rstrip("."), None) is not None:
+            self.sync()
+
     def sync(self) -> None:
         self.glue.sync({host: project_subnets(self.client, project) for host, project in self.sites.items()})
 
