@@ -54,6 +54,10 @@ def run_check(
     report.results += certificate.acme_results(site, read)
     if site.tls.acme is not None and target is None:
         report.results.append(certificate.directory_result(site.tls.acme))
+    # Inside the stack first: a resolver that does not answer also stalls Postfix's greetings
+    # (its client lookups wait for DNS), and its item is the cause of those ports' failures.
+    shell = Shell(target, site_dir)
+    report.results += inside.stack_results(shell, project_name(site), site, local=target is None)
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:
@@ -65,8 +69,6 @@ def run_check(
                 report.results.append(published.dane_result(records, served, resolver))
         report.results += web.web_results(site, endpoints, context)
         report.results += roundtrip.round_trip(site, endpoints, context, password, records)
-    shell = Shell(target, site_dir)
-    report.results += inside.stack_results(shell, project_name(site), site, local=target is None)
     if resolver is not None:
         report.results += published.dns_results(records, resolver)
     report.seconds = time.monotonic() - started
