@@ -7,7 +7,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 import pytest
+from typer.testing import CliRunner
 
+from mailstack.check import CheckReport
 from mailstack.check.inside import (
     POLICY_PROBE,
     RESOLVER_PROBE,
@@ -18,11 +20,16 @@ from mailstack.check.inside import (
     resolver_result,
     stack_results,
 )
+from mailstack.check.results import passed, skipped
+from mailstack.cli import app, host_commands
 from mailstack.remote import Shell
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
+
+DEMO = next(p for p in EXAMPLES if p.name == "demo.yaml")
 
 BASE = """
 site: check-a
@@ -216,3 +223,15 @@ def test_without_docker_both_probes_fail_saying_why() -> None:
     results = stack_results(shell, "p", site(), local=True)
     assert [r.status for r in results] == ["fail", "fail"]
     assert all("permission denied" in r.reason for r in results)
+
+
+def test_the_table_counts_skips_and_a_skip_does_not_fail_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_check(site: Site, *_: object, **__: object) -> CheckReport:
+        why = "the site is offline (offline: true): it runs no resolver and no mta-sts"
+        return CheckReport(site.site, "local", [passed("ports", "seen"), skipped(RESOLVER_PROBE, why)])
+
+    monkeypatch.setattr(host_commands, "run_check", run_check)
+    result = CliRunner().invoke(app, ["check", str(DEMO)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 pass, 0 warn, 0 fail, 1 skipped" in result.output
+    assert "skip" in result.output
