@@ -59,6 +59,11 @@ class ConfigRejectedError(UserError):
     """A daemon rejected the newly rendered configuration; nothing was switched."""
 
 
+def project_name(site: Site) -> str:
+    """The compose project of a site, here and on its hosts (the playbook names it the same)."""
+    return f"mailstack-{site.site}"
+
+
 @dataclass(frozen=True)
 class Project:
     site: Site
@@ -67,7 +72,7 @@ class Project:
 
     @property
     def name(self) -> str:
-        return f"mailstack-{self.site.site}"
+        return project_name(self.site)
 
     @property
     def compose_file(self) -> Path:

@@ -1,8 +1,10 @@
-"""`mailstack check`: fast live probes of a running site, each pass, warn or fail with the fix.
+"""`mailstack check`: fast live probes of a running site, each pass, warn or fail with the fix
+(or skip, where a probe does not apply to the site).
 
 Locally it speaks to the ports `mailstack up` published; for a deployed host it goes through
 SSH forwards to the host's own published ports (so it also works where only SSH reaches the
-host from here, and from a machine outside the site's DNS).
+host from here, and from a machine outside the site's DNS). What only the stack can see (its
+resolver, Postfix's policy lookup) it asks inside the containers, with `docker exec`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailstack.check import certificate, published, roundtrip, transport, web
+from mailstack.check import certificate, inside, published, roundtrip, transport, web
 from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
 from mailstack.dns import site_records
+from mailstack.engine import project_name
 from mailstack.errors import UserError
 from mailstack.remote import Shell
 from mailstack.site.models import Host, Site
@@ -51,6 +54,10 @@ def run_check(
     report.results += certificate.acme_results(site, read)
     if site.tls.acme is not None and target is None:
         report.results.append(certificate.directory_result(site.tls.acme))
+    # Inside the stack first: a resolver that does not answer also stalls Postfix's greetings
+    # (its client lookups wait for DNS), and its item is the cause of those ports' failures.
+    shell = Shell(target, site_dir)
+    report.results += inside.stack_results(shell, project_name(site), site, local=target is None)
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:

@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Status = Literal["pass", "warn", "fail"]
+# skip: the probe does not apply to this site (an offline site has no resolver).
+Status = Literal["pass", "warn", "fail", "skip"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ def warned(probe: str, reason: str, fix: str) -> Result:
 
 def failed(probe: str, reason: str, fix: str) -> Result:
     return Result(probe, "fail", reason, fix)
+
+
+def skipped(probe: str, reason: str) -> Result:
+    return Result(probe, "skip", reason)
 
 
 @dataclass

@@ -85,16 +85,16 @@ def check(report: CheckReport, *, as_json: bool, exit_on_fail: bool = True) -> N
         table = Table(title=f"mailstack check {report.site} ({report.target})", title_justify="left")
         for column in ("result", "probe", "what was seen", "fix"):
             table.add_column(column, overflow="fold")
-        colours = {"pass": "green", "warn": "yellow", "fail": "red bold"}
+        colours = {"pass": "green", "warn": "yellow", "fail": "red bold", "skip": "dim"}
         for r in report.results:
             table.add_row(
                 f"[{colours[r.status]}]{r.status}[/]", escape(r.probe), escape(r.reason), escape(r.fix)
             )
         out.print(table)
-        counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "warn", "fail")}
-        out.print(
-            f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail in {report.seconds:.1f} s"
-        )
+        counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "warn", "fail", "skip")}
+        summary = f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail"
+        skips = f", {counts['skip']} skipped" if counts["skip"] else ""
+        out.print(f"{summary}{skips} in {report.seconds:.1f} s")
     if exit_on_fail and not report.ok:
         raise typer.Exit(1)
 

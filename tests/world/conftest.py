@@ -1,5 +1,6 @@
 """The session's test world (tests/world/world.py), stopped with everything it made even
-when a test or the start fails; its start time is printed in the run's summary.
+when a test or the start fails; its start time is printed in the run's summary. Its two
+sites (`sites`) are shared by every module, once per session.
 
 MAILSTACK_WORLD_KEEP=1 leaves it running at the end (a later run's sweep removes it once
 this pytest is gone).
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import pytest
 
+from mailstack import engine
+from tests.world.sites import WorldStack, bring_up, taken, write_site
 from tests.world.world import World
 
 NOTES: list[str] = []
@@ -32,6 +37,29 @@ def world() -> Iterator[World]:
         ACTIVE.remove(started)
         if os.environ.get("MAILSTACK_WORLD_KEEP") != "1":
             started.stop()
+
+
+@pytest.fixture(scope="session")
+def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
+    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL) and site B (b.test,
+    DMARC p=quarantine), up side by side; one pair for the whole session (bringing a pair up
+    is most of the world's time), so a test that stops a service starts it again."""
+    base = tmp_path_factory.mktemp("world-sites")
+    used = taken(docker.from_env())
+    a = write_site(
+        world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
+    )
+    b = write_site(world, base / "b", "b.test", ["berta", "bernd"], dmarc="quarantine", taken=used)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started = list(pool.map(lambda s: bring_up(world, s), (a, b)))
+    try:
+        for s in started:
+            assert s.up_error is None, f"{s.site.site}: {s.up_error}\n{s.all_logs()}"
+        yield started[0], started[1]
+    finally:
+        for s in started:
+            world.detach_site(s.site.hostname)
+            engine.down(s.project, volumes=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -5,43 +5,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
-import docker
 import pytest
 
-from mailstack import engine
 from tests.integration.stack import make_message, parse, token, wait_until
-from tests.world.sites import WorldStack, bring_up, taken, write_site
+from tests.world.sites import WorldStack
 from tests.world.world import FORGER_DOMAIN, World
 
 pytestmark = pytest.mark.world
 
 MAIL_TIMEOUT = 90.0
 WRONG_TTL = 5
-
-
-@pytest.fixture(scope="module")
-def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
-    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL) and site B (b.test,
-    DMARC p=quarantine), up side by side."""
-    base = tmp_path_factory.mktemp("world-sites")
-    used = taken(docker.from_env())
-    a = write_site(
-        world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
-    )
-    b = write_site(world, base / "b", "b.test", ["berta", "bernd"], dmarc="quarantine", taken=used)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        started = list(pool.map(lambda s: bring_up(world, s), (a, b)))
-    try:
-        for s in started:
-            assert s.up_error is None, f"{s.site.site}: {s.up_error}\n{s.all_logs()}"
-        yield started[0], started[1]
-    finally:
-        for s in started:
-            world.detach_site(s.site.hostname)
-            engine.down(s.project, volumes=True)
 
 
 def postfix_log_since(site: WorldStack, pattern: str, *, timeout: float = MAIL_TIMEOUT) -> str:

@@ -29,7 +29,7 @@ from tests.world.world import LISTED, World
 
 pytestmark = pytest.mark.world
 
-SITE_A = Path(__file__).resolve().parents[1] / "fixtures" / "world" / "site-a.yaml"
+SITE_A = Path(__file__).resolve().parents[1] / "fixtures" / "world" / "site-fixture.yaml"
 PORT = 2525
 # A stand-in for a site's Postfix: it greets every client with the address it sees.
 GREETER = (
@@ -87,11 +87,11 @@ def test_the_zone_validates_against_the_exposed_trust_anchor(world: World) -> No
 def test_a_site_s_records_are_published_and_can_be_broken_and_repaired(world: World) -> None:
     site = load_site(SITE_A)
     address = world.address_for(site.hostname)
-    assert [r.to_text() for r in validated(world, "mail.a.test.", "A")] == [address]
+    assert [r.to_text() for r in validated(world, "mail.fixture.test.", "A")] == [address]
     with tempfile.TemporaryDirectory() as state:
         records = site_records(site, Path(state))
     serial = world.add_site_records(format_zone(site, records.records, records.notes))
-    assert [r.to_text() for r in validated(world, "a.test.", "MX")] == ["10 mail.a.test."]
+    assert [r.to_text() for r in validated(world, "fixture.test.", "MX")] == ["10 mail.fixture.test."]
     tlsa_name = f"_25._tcp.{site.hostname}."
     published = sorted(r.value for r in records.records if r.type == "TLSA")
     assert sorted(r.to_text() for r in validated(world, tlsa_name, "TLSA")) == published
@@ -149,11 +149,11 @@ def fake_site(world: World, label: str, hostname: str, *, greet: bool) -> Iterat
 
 def test_every_party_reaches_a_site_under_its_own_address(world: World) -> None:
     with (
-        fake_site(world, "site-b", "mail.b.test", greet=True) as b,
-        fake_site(world, "site-a", "mail.a.test", greet=False) as a,
+        fake_site(world, "site-b", "mail.fake-b.test", greet=True) as b,
+        fake_site(world, "site-a", "mail.fake-a.test", greet=False) as a,
     ):
         assert ipaddress.ip_address(b.address) in world.subnet
-        resolved = world.forger.python("import socket; print(socket.gethostbyname('mail.b.test'))")
+        resolved = world.forger.python("import socket; print(socket.gethostbyname('mail.fake-b.test'))")
         assert resolved.strip() == b.address, "the forger resolves world names through the world's DNS"
         assert eventually(lambda: world.forger.connect(b.address, PORT)) == str(world.forger.address)
         assert a.connect_from_inside(world.client, b.address) == a.address, "site A leaves from its address"
