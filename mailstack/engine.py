@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from mailstack import render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
@@ -26,6 +28,7 @@ from mailstack.render.compose import bind_host
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
+from mailstack.site.resolver import free_internal_subnet, subnet_clash
 from mailstack.state.layout import ACME_STATUS
 from mailstack.vault import is_encrypted_state
 
@@ -135,6 +138,7 @@ def up(
     # A certificate re-issued with more names (same key) is read again on reload.
     recertified = set(TLS_SERVICES) if any(p.endswith(".crt") for p in plan.state.reissued) else set()
     check_ports(project)
+    check_internal_subnet(project)
     if plan.changed:
         check_configs(project, plan, say)
     before = container_ids(project)
@@ -227,6 +231,26 @@ def check_ports(project: Project) -> None:
                     raise EngineError(
                         f"cannot listen on {address}:{port} ({protocol}): {exc.strerror}"
                     ) from None
+
+
+def check_internal_subnet(project: Project) -> None:
+    """An online site's back network has a fixed subnet: name the field before compose fails."""
+    site = project.site
+    if site.offline:
+        return
+    own = f"{project.name}_back"
+    taken = {
+        n.name: [c["Subnet"] for c in (n.attrs.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+        for n in docker.from_env().networks.list()
+        if n.name != own
+    }
+    clash = subnet_clash(site.internal_subnet, taken)
+    if clash is not None:
+        raise EngineError(
+            f"network.internal_subnet {site.internal_subnet} overlaps the Docker network {clash[0]} "
+            f"({clash[1]}); set network.internal_subnet in the site file to a free private subnet, "
+            f"such as {free_internal_subnet(site.site, taken)}"
+        )
 
 
 def container_ids(project: Project) -> dict[str, str]:

@@ -116,3 +116,25 @@ def dynamic_range(subnet: str) -> str:
     """The lower half of the subnet, where Docker hands out the other containers' addresses."""
     network = ipaddress.IPv4Network(subnet)
     return str(next(network.subnets(prefixlen_diff=1)))
+
+
+def subnet_clash(subnet: str, taken: dict[str, list[str]]) -> tuple[str, str] | None:
+    """The first (network name, subnet) among ``taken`` that overlaps ``subnet``."""
+    ours = ipaddress.IPv4Network(subnet)
+    for name, subnets in sorted(taken.items()):
+        for other in subnets:
+            network = ipaddress.ip_network(other, strict=False)
+            if network.version == 4 and ours.overlaps(network):
+                return name, other
+    return None
+
+
+def free_internal_subnet(site_id: str, taken: dict[str, list[str]]) -> str:
+    """A /27 of INTERNAL_BLOCK that no ``taken`` subnet overlaps, starting at the site's default."""
+    first = ipaddress.IPv4Network(default_internal_subnet(site_id))
+    candidates = list(INTERNAL_BLOCK.subnets(new_prefix=INTERNAL_PREFIX))
+    start = candidates.index(first)
+    for candidate in candidates[start:] + candidates[:start]:
+        if subnet_clash(str(candidate), taken) is None:
+            return str(candidate)
+    return "a private /27 that no Docker network uses"

@@ -15,8 +15,10 @@ from mailstack.site.models import Site
 from mailstack.site.resolver import (
     default_internal_subnet,
     dynamic_range,
+    free_internal_subnet,
     parse_trust_anchor,
     resolver_address,
+    subnet_clash,
 )
 from tests.conftest import fake_state
 
@@ -148,3 +150,12 @@ def test_forwarders_and_private_anchors_reach_unbound() -> None:
 def test_abuse_dnsbl_empty_asks_no_list_even_online() -> None:
     files = rendered(site("abuse:\n  dnsbl: []\n"))
     assert "\npostscreen_dnsbl_sites =\n" in files["config/postfix/main.cf"]
+
+
+def test_a_clashing_internal_subnet_is_named_with_a_free_one_to_use() -> None:
+    taken = {"office-vpn": ["10.251.0.0/17", "fd00::/64"], "bridge": ["172.17.0.0/16"]}
+    assert subnet_clash("10.251.3.0/27", taken) == ("office-vpn", "10.251.0.0/17")
+    assert subnet_clash("10.99.0.0/27", taken) is None
+    free = free_internal_subnet("world-a", taken)
+    assert subnet_clash(free, taken) is None
+    assert ipaddress.IPv4Network(free).subnet_of(ipaddress.IPv4Network("10.251.128.0/17"))
