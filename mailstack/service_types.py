@@ -1,4 +1,4 @@
-"""The types of the service catalogue (services.py): one frozen dataclass per aspect."""
+"""The types of the service catalogue (services/): one frozen dataclass per aspect."""
 
 from __future__ import annotations
 

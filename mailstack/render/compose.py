@@ -1,4 +1,4 @@
-"""The compose file's services, resolved from the catalogue (services.py) for one site.
+"""The compose file's services, resolved from the catalogue (services/) for one site.
 
 The template only prints these: which service is present, its ports, mounts, secrets and
 networks, and every comment, are decided here.
