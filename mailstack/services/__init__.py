@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from mailstack.service_types import Port, Service
 from mailstack.services.edge import ACME, FENCE, GUARD, MTA_STS, RESOLVER, WEB
-from mailstack.services.mail import DOVECOT, POSTFIX, REDIS, RSPAMD
+from mailstack.services.mail import DMARC_REPORTS, DOVECOT, POSTFIX, REDIS, RSPAMD
 from mailstack.services.paths import (
     ACME_CHALLENGE_DIR,
     ACME_CONFIG_DIR,
     ACME_ROOT,
     ACME_STATE_DIR,
+    DMARC_REPORTS_NEXT,
+    DMARC_REPORTS_SMTP_PORT,
     GUARD_CONFIG_DIR,
     GUARD_DATA_DIR,
     GUARD_POLICY_HOST,
@@ -38,6 +40,8 @@ __all__ = [
     "ACME_ROOT",
     "ACME_STATE_DIR",
     "CATALOGUE",
+    "DMARC_REPORTS_NEXT",
+    "DMARC_REPORTS_SMTP_PORT",
     "GUARD_CONFIG_DIR",
     "GUARD_DATA_DIR",
     "GUARD_POLICY_HOST",
@@ -55,7 +59,19 @@ __all__ = [
 ]
 
 # The compose file lists the services in this order.
-CATALOGUE: tuple[Service, ...] = (RESOLVER, MTA_STS, POSTFIX, DOVECOT, RSPAMD, REDIS, WEB, ACME, GUARD, FENCE)
+CATALOGUE: tuple[Service, ...] = (
+    RESOLVER,
+    MTA_STS,
+    POSTFIX,
+    DOVECOT,
+    RSPAMD,
+    REDIS,
+    DMARC_REPORTS,
+    WEB,
+    ACME,
+    GUARD,
+    FENCE,
+)
 
 
 def images() -> tuple[str, ...]:

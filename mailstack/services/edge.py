@@ -77,7 +77,7 @@ RESOLVER = Service(
             ),
         ),
     ),
-    networks=(Network("back", resolver_address=True), Network("front")),
+    networks=(Network("back", fixed_address=_online), Network("front")),
     healthcheck=Healthcheck(("/usr/local/bin/resolver-healthcheck",)),
     reload=Reload(),  # a restart: the cache refills in seconds
 )

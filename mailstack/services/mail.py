@@ -13,7 +13,13 @@ from mailstack.service_types import (
     Service,
     Tmpfs,
 )
-from mailstack.services.paths import REDIS_SECRETS, RSPAMD_SECRETS
+from mailstack.services.paths import DMARC_REPORTS_DIR, DMARC_REPORTS_SCRIPT, REDIS_SECRETS, RSPAMD_SECRETS
+from mailstack.site.models import Site
+
+
+def _dmarc_reports(site: Site) -> bool:
+    return site.reports.dmarc.enabled
+
 
 POSTFIX = Service(
     name="postfix",
@@ -51,7 +57,10 @@ POSTFIX = Service(
         "command",
         ("Reloads postfix when the acme service switches certificates, then runs postfix.",),
     ),
-    networks=(Network("front"), Network("back")),
+    # With reports.dmarc a fixed back address: the dmarc-reports service reaches its listener
+    # there by address (Rspamd's SMTP client resolves through the stack's resolver, which
+    # knows no compose names).
+    networks=(Network("front"), Network("back", fixed_address=_dmarc_reports)),
     depends_on=("dovecot", "rspamd", "resolver", "mta-sts"),
     fenced=True,
     resolves=True,
@@ -189,4 +198,57 @@ REDIS = Service(
     networks=(Network("back"),),
     healthcheck=Healthcheck(("/usr/local/bin/redis-healthcheck",)),
     reload=Reload(),
+)
+
+
+DMARC_REPORTS = Service(
+    name="dmarc-reports",
+    image="rspamd",
+    present=_dmarc_reports,
+    why=(
+        "DMARC aggregate reports (reports.dmarc, RFC 7489 §7.2): once a day `rspamadm dmarc_report`",
+        "mails the DMARC results rspamd kept in Redis to each sender domain that asks (rua=), through",
+        "postfix's listener for it; the milter DKIM-signs them. The rspamd image, as _rspamd.",
+    ),
+    command=("sh", DMARC_REPORTS_SCRIPT),
+    # The rspamd entrypoint's (copies the Redis password for _rspamd, then setpriv to it);
+    # the loop and rspamadm run without any capability.
+    caps=("CHOWN", "DAC_READ_SEARCH", "SETUID", "SETGID"),
+    memory="256m",
+    pids=16,
+    init=False,
+    init_why=("The rspamd entrypoint runs tini and the loop as _rspamd (see rspamd).",),
+    # The loop; it reads Rspamd's settings from the mount below at every run.
+    config=Config("rspamd/dmarc-reports", DMARC_REPORTS_DIR),
+    volumes=(
+        Mount(
+            "./config/rspamd/local.d",
+            "/etc/rspamd/local.d",
+            read_only=True,
+            why=("Rspamd's settings: dmarc.conf's reporting block, Redis, the resolver.",),
+        ),
+    ),
+    tmpfs=(
+        Tmpfs("/run:size=1m"),
+        Tmpfs("/tmp:size=16m"),  # noqa: S108 - the container's own /tmp
+        Tmpfs(
+            f"{RSPAMD_SECRETS}:size=1m,mode=0700",
+            ("The Redis password for _rspamd, copied by the entrypoint.",),
+        ),
+    ),
+    # The entrypoint insists on the controller's password as well, though the reporter never
+    # uses it (the image's entrypoint is shared with rspamd).
+    reads=("redis", "rspamd_controller"),
+    networks=(Network("back", fixed_address=_dmarc_reports),),
+    networks_why=(
+        "The back network only, at a fixed address: postfix's listener for the reports and",
+        "rspamd's signing and From rule admit that address alone.",
+    ),
+    depends_on=("redis", "resolver", "postfix"),
+    resolves=True,
+    healthcheck=Healthcheck(
+        ("sh", DMARC_REPORTS_SCRIPT, "health"),
+        why=("The loop has planned its next run.",),
+    ),
+    reload=Reload(),  # a restart: the loop plans its next run afresh
 )

@@ -22,3 +22,11 @@ WEB_HTTPS_PORT = 8443
 WEB_CONFIG_DIR = "/etc/nginx"
 # The named volume with ACME HTTP-01 tokens (the acme service writes them); empty: every token is 404.
 ACME_ROOT = "/srv/acme"
+# The dmarc-reports service's loop (config/rspamd/dmarc-reports), and where it notes its next run
+# (/run/rspamd belongs to _rspamd: the rspamd entrypoint makes it).
+DMARC_REPORTS_DIR = "/etc/mailstack-dmarc-reports"
+DMARC_REPORTS_SCRIPT = f"{DMARC_REPORTS_DIR}/dmarc-reports.sh"
+DMARC_REPORTS_NEXT = "/run/rspamd/dmarc-reports.next"
+# Postfix's SMTP listener for the reporter, on postfix's fixed back-network address only. Not
+# among postfix's internal_ports: its healthcheck probes those on loopback.
+DMARC_REPORTS_SMTP_PORT = 10025

@@ -25,6 +25,10 @@ local own_domains = {
   ["acme-shop.example"] = true,
 }
 
+-- The DMARC reporter (the dmarc-reports service) logs in nowhere: from its fixed address it
+-- may use exactly its one address, in the envelope and the header From.
+local reporter = { ip = "10.251.71.220", address = "dmarc-reports@acme.example" }
+
 local function addresses(task, kind)
   local found = {}
   for _, entry in ipairs(task:get_from(kind) or {}) do
@@ -52,6 +56,20 @@ rspamd_config:register_symbol({
           task:set_pre_result('reject', string.format(
             'header From <%s> is not an address of the login %s', from.addr, login), 'mailstack')
           return
+        end
+      end
+      return
+    end
+    local ip = task:get_from_ip()
+    if reporter and ip and ip:is_valid() and ip:to_string() == reporter.ip then
+      for _, kind in ipairs({ 'smtp', 'mime' }) do
+        for _, from in ipairs(addresses(task, kind)) do
+          if from.addr ~= reporter.address then
+            task:insert_result('MAILSTACK_FROM_NOT_OWNED', 1.0, from.addr)
+            task:set_pre_result('reject', string.format(
+              '<%s> is not the address of the DMARC reports', from.addr), 'mailstack')
+            return
+          end
         end
       end
       return
