@@ -144,7 +144,8 @@ def test_the_reporter_is_a_confined_service_on_the_back_network(tmp_path: Path) 
     reporter = services["dmarc-reports"]
     assert reporter["image"] == services["rspamd"]["image"]
     assert reporter["networks"] == {"back": {"ipv4_address": REPORTER_ADDRESS}}
-    assert (reporter["mem_limit"], reporter["pids_limit"]) == ("256m", 16)
+    assert (reporter["mem_limit"], reporter["pids_limit"]) == ("512m", 16)
+    assert "rspamd:/var/lib/rspamd:ro" in reporter["volumes"]
     assert reporter["healthcheck"]["test"][-1] == "health"
     assert "ports" not in reporter
     assert "./config/rspamd/local.d:/etc/rspamd/local.d:ro" in reporter["volumes"]

@@ -9,6 +9,8 @@
 -- * A client that did not log in may not use an address of the site's own domains, in the
 --   envelope or the header From: that is the classic forged "mail from the boss", and it
 --   needs no DNS to refuse (SPF and DMARC judge other domains when the site is online).
+-- * The DMARC reporter (reports.dmarc) logs in nowhere either: from its fixed address it may
+--   use its one address, and no other.
 
 -- address → { login = true, … }: the same table as Postfix's sender_logins.
 local owners = {
