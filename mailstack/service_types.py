@@ -1,4 +1,4 @@
-"""The types of the service catalogue (services.py): one frozen dataclass per aspect."""
+"""The types of the service catalogue (services/): one frozen dataclass per aspect."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ class Network:
     name: str
     aliases: tuple[str, ...] = ()
     online_only: bool = False  # only when the stack may reach the internet (not offline)
-    resolver_address: bool = False  # the site's fixed resolver address on this network
+    # When true for the site: the service's fixed address on this network
+    # (site/resolver.py FIXED_ADDRESSES).
+    fixed_address: Callable[[Site], bool] | None = None
 
 
 @dataclass(frozen=True)

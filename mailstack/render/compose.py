@@ -1,4 +1,4 @@
-"""The compose file's services, resolved from the catalogue (services.py) for one site.
+"""The compose file's services, resolved from the catalogue (services/) for one site.
 
 The template only prints these: which service is present, its ports, mounts, secrets and
 networks, and every comment, are decided here.
@@ -16,6 +16,7 @@ from mailstack.service_types import Network as ServiceNetwork
 from mailstack.service_types import SecretKind, Service
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
+from mailstack.site.resolver import fixed_address
 from mailstack.state.view import StateView
 
 
@@ -41,7 +42,7 @@ class Entry:
 class Network:
     name: str
     aliases: tuple[str, ...]
-    address: str = ""  # a fixed IPv4 address (the resolver's)
+    address: str = ""  # a fixed IPv4 address (site/resolver.py FIXED_ADDRESSES)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         volumes=_volumes(s, p.slots, p.acme),
         tmpfs=[Entry(t.spec, why=t.why) for t in s.tmpfs],
         secrets=p.secrets.get(s.name, []),
-        networks=[_network(n, p) for n in s.networks if not (n.online_only and p.offline)],
+        networks=[_network(s, n, p) for n in s.networks if not (n.online_only and p.offline)],
         networks_why=s.networks_why,
         depends_on=[d for d in s.depends_on if d in p.present],
         depends_why=s.depends_why,
@@ -181,9 +182,9 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
     )
 
 
-def _network(n: ServiceNetwork, p: _Project) -> Network:
-    address = p.site.resolver_address if n.resolver_address else None
-    return Network(n.name, n.aliases, address or "")
+def _network(s: Service, n: ServiceNetwork, p: _Project) -> Network:
+    fixed = n.fixed_address is not None and n.fixed_address(p.site)
+    return Network(n.name, n.aliases, fixed_address(p.site.internal_subnet, s.name) if fixed else "")
 
 
 def listening(s: Service) -> list[int]:

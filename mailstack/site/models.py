@@ -29,6 +29,7 @@ from mailstack.site.fields import (
 )
 from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
+from mailstack.site.reports import Reports, report_rules
 from mailstack.site.resolver import default_internal_subnet, resolver_address
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
@@ -199,6 +200,7 @@ class Site(Model):
     hosts: tuple[Host, ...] = ()
     dns: Dns = Field(default_factory=Dns)
     mta_sts: MtaSts = Field(default_factory=MtaSts)
+    reports: Reports = Field(default_factory=Reports)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
@@ -246,6 +248,7 @@ class Site(Model):
         yield from self._size_against_quota()
         yield from self._exempt_everyone()
         yield from self._probe_address_taken()
+        yield from report_rules(self)
 
     def _probe_address_taken(self) -> Iterator[tuple[Loc, str]]:
         taken = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]

@@ -106,10 +106,23 @@ def default_internal_subnet(site_id: str) -> str:
     return str(ipaddress.IPv4Network((base, INTERNAL_PREFIX)))
 
 
+# Services with a fixed address on the back network, counted down from the subnet's last host
+# address, in its upper half (outside dynamic_range; a /28 has 8 such addresses). The resolver:
+# other services name it in their dns:. postfix and dmarc-reports: the reporter (Rspamd's
+# rspamadm, whose DNS is the resolver, so it cannot look up "postfix") reaches Postfix's
+# listener for it by address, and that listener admits the reporter's address alone.
+FIXED_ADDRESSES = ("resolver", "postfix", "dmarc-reports")
+
+
+def fixed_address(subnet: str, service: str) -> str:
+    """The fixed address of ``service`` (one of FIXED_ADDRESSES) on the back network ``subnet``."""
+    network = ipaddress.IPv4Network(subnet)
+    return str(network.broadcast_address - 1 - FIXED_ADDRESSES.index(service))
+
+
 def resolver_address(subnet: str) -> str:
     """The resolver's fixed address: the subnet's last host address, outside dynamic_range."""
-    network = ipaddress.IPv4Network(subnet)
-    return str(network.broadcast_address - 1)
+    return fixed_address(subnet, "resolver")
 
 
 def dynamic_range(subnet: str) -> str:

@@ -42,14 +42,18 @@ def world() -> Iterator[World]:
 @pytest.fixture(scope="session")
 def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
     """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL) and site B (b.test,
-    DMARC p=quarantine), up side by side; one pair for the whole session (bringing a pair up
-    is most of the world's time), so a test that stops a service starts it again."""
+    DMARC p=quarantine, sends DMARC reports), up side by side; one pair for the whole session
+    (bringing a pair up is most of the world's time), so a test that stops a service starts it
+    again."""
     base = tmp_path_factory.mktemp("world-sites")
     used = taken(docker.from_env())
     a = write_site(
         world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
     )
-    b = write_site(world, base / "b", "b.test", ["berta", "bernd"], dmarc="quarantine", taken=used)
+    # B sends DMARC reports (test_dmarc_reports); nothing else of the world depends on that.
+    b = write_site(
+        world, base / "b", "b.test", ["berta", "bernd"], dmarc="quarantine", dmarc_reports=True, taken=used
+    )
     with ThreadPoolExecutor(max_workers=2) as pool:
         started = list(pool.map(lambda s: bring_up(world, s), (a, b)))
     try:

@@ -77,6 +77,7 @@ def write_site(
     *,
     dmarc: str = "reject",
     dnsbl: list[str] | None = None,
+    dmarc_reports: bool = False,
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
     """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
@@ -94,6 +95,7 @@ def write_site(
         # Logins come from the host's world address: no bans, no fence in these tests.
         "abuse": {"auth_ban": {"enabled": False}, **({"dnsbl": dnsbl} if dnsbl is not None else {})},
         "domains": [{"name": domain}],
+        **({"reports": {"dmarc": {"enabled": True}}} if dmarc_reports else {}),
         "mailboxes": [
             {"address": address, "password_hash": hash_password(password, "SHA512-CRYPT")}
             for address, password in passwords.items()

@@ -9,6 +9,8 @@
 -- * A client that did not log in may not use an address of the site's own domains, in the
 --   envelope or the header From: that is the classic forged "mail from the boss", and it
 --   needs no DNS to refuse (SPF and DMARC judge other domains when the site is online).
+-- * The DMARC reporter (reports.dmarc) logs in nowhere either: from its fixed address it may
+--   use its one address, and no other.
 
 -- address → { login = true, … }: the same table as Postfix's sender_logins.
 local owners = {
@@ -24,6 +26,10 @@ local own_domains = {
   ["acme.example"] = true,
   ["acme-shop.example"] = true,
 }
+
+-- The DMARC reporter (the dmarc-reports service) logs in nowhere: from its fixed address it
+-- may use exactly its one address, in the envelope and the header From.
+local reporter = { ip = "10.251.71.220", address = "dmarc-reports@acme.example" }
 
 local function addresses(task, kind)
   local found = {}
@@ -52,6 +58,20 @@ rspamd_config:register_symbol({
           task:set_pre_result('reject', string.format(
             'header From <%s> is not an address of the login %s', from.addr, login), 'mailstack')
           return
+        end
+      end
+      return
+    end
+    local ip = task:get_from_ip()
+    if reporter and ip and ip:is_valid() and ip:to_string() == reporter.ip then
+      for _, kind in ipairs({ 'smtp', 'mime' }) do
+        for _, from in ipairs(addresses(task, kind)) do
+          if from.addr ~= reporter.address then
+            task:insert_result('MAILSTACK_FROM_NOT_OWNED', 1.0, from.addr)
+            task:set_pre_result('reject', string.format(
+              '<%s> is not the address of the DMARC reports', from.addr), 'mailstack')
+            return
+          end
         end
       end
       return

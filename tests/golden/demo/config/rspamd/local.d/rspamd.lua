@@ -20,6 +20,8 @@ local own_domains = {
   ["example.test"] = true,
 }
 
+local reporter = nil
+
 local function addresses(task, kind)
   local found = {}
   for _, entry in ipairs(task:get_from(kind) or {}) do
@@ -47,6 +49,20 @@ rspamd_config:register_symbol({
           task:set_pre_result('reject', string.format(
             'header From <%s> is not an address of the login %s', from.addr, login), 'mailstack')
           return
+        end
+      end
+      return
+    end
+    local ip = task:get_from_ip()
+    if reporter and ip and ip:is_valid() and ip:to_string() == reporter.ip then
+      for _, kind in ipairs({ 'smtp', 'mime' }) do
+        for _, from in ipairs(addresses(task, kind)) do
+          if from.addr ~= reporter.address then
+            task:insert_result('MAILSTACK_FROM_NOT_OWNED', 1.0, from.addr)
+            task:set_pre_result('reject', string.format(
+              '<%s> is not the address of the DMARC reports', from.addr), 'mailstack')
+            return
+          end
         end
       end
       return

@@ -1,0 +1,102 @@
+"""The service catalogue: one typed entry per container of the stack.
+
+The compose file, `mailstack dns` (SRV), `check`, `up` (checks, reloads, health, the summary),
+`audit` and the Ansible role's checks and handlers all read these entries; adding a service
+is one entry (in mail.py, the mail path's, or edge.py, the others'), its place in CATALOGUE
+below, and its configuration templates.
+
+Texts in ``why`` fields become comments of the compose file. Three values differ per site and
+are written as ``{placeholders}`` (render/compose.py fills them in): ``{state}`` (the state
+directory, relative to the compose file), ``{fence_table}`` and ``{acme_directory}``.
+"""
+
+from __future__ import annotations
+
+from mailstack.service_types import Port, Service
+from mailstack.services.edge import ACME, FENCE, GUARD, MTA_STS, RESOLVER, WEB
+from mailstack.services.mail import DMARC_REPORTS, DOVECOT, POSTFIX, REDIS, RSPAMD
+from mailstack.services.paths import (
+    ACME_CHALLENGE_DIR,
+    ACME_CONFIG_DIR,
+    ACME_ROOT,
+    ACME_STATE_DIR,
+    DMARC_REPORTS_NEXT,
+    DMARC_REPORTS_SCRIPT,
+    DMARC_REPORTS_SMTP_PORT,
+    GUARD_CONFIG_DIR,
+    GUARD_DATA_DIR,
+    GUARD_POLICY_HOST,
+    REDIS_SECRETS,
+    RSPAMD_SECRETS,
+    STATE_MOUNT,
+    WEB_CONFIG_DIR,
+    WEB_HTTP_PORT,
+    WEB_HTTPS_PORT,
+)
+from mailstack.site.models import Site
+
+__all__ = [
+    "ACME_CHALLENGE_DIR",
+    "ACME_CONFIG_DIR",
+    "ACME_ROOT",
+    "ACME_STATE_DIR",
+    "CATALOGUE",
+    "DMARC_REPORTS_NEXT",
+    "DMARC_REPORTS_SCRIPT",
+    "DMARC_REPORTS_SMTP_PORT",
+    "GUARD_CONFIG_DIR",
+    "GUARD_DATA_DIR",
+    "GUARD_POLICY_HOST",
+    "REDIS_SECRETS",
+    "RSPAMD_SECRETS",
+    "STATE_MOUNT",
+    "WEB_CONFIG_DIR",
+    "WEB_HTTPS_PORT",
+    "WEB_HTTP_PORT",
+    "client_address",
+    "images",
+    "ports",
+    "present",
+    "service",
+]
+
+# The compose file lists the services in this order.
+CATALOGUE: tuple[Service, ...] = (
+    RESOLVER,
+    MTA_STS,
+    POSTFIX,
+    DOVECOT,
+    RSPAMD,
+    REDIS,
+    DMARC_REPORTS,
+    WEB,
+    ACME,
+    GUARD,
+    FENCE,
+)
+
+
+def images() -> tuple[str, ...]:
+    """The images to build, each once (the guard image also runs the fence service); each
+    image's rendered configuration is config/<image>/."""
+    return tuple(dict.fromkeys(s.image for s in CATALOGUE))
+
+
+def present(site: Site) -> list[Service]:
+    """The services of the site's compose project, in the catalogue's order."""
+    return [s for s in CATALOGUE if s.present(site)]
+
+
+def service(name: str) -> Service:
+    return next(s for s in CATALOGUE if s.name == name)
+
+
+def ports() -> dict[str, tuple[Service, Port]]:
+    """Every protocol a service can publish → the service and its port."""
+    return {p.protocol: (s, p) for s in CATALOGUE for p in s.ports}
+
+
+def client_address(bind: str) -> str:
+    """Where a client on this machine reaches a port published on ``bind``: a wildcard
+    address is reached through loopback of the same family."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)  # noqa: S104 - compared, not bound
