@@ -9,6 +9,10 @@ from mailstack.site.models import Site
 from mailstack.site.reports import dmarc_org_name, dmarc_sender
 from mailstack.site.resolver import fixed_address
 
+# Hourly tries of a failed daily run: Rspamd keeps a day's results for two days, so six hours
+# of Postfix or Redis being away still sends the day's reports.
+DMARC_REPORT_TRIES = 6
+
 
 @dataclass(frozen=True)
 class DmarcReports:
@@ -22,6 +26,7 @@ class DmarcReports:
     reporter_address: str  # the dmarc-reports service's fixed back address
     send_at: str  # HH:MM, UTC
     next_file: str  # where the loop notes its next run (the healthcheck looks for it)
+    retries: int  # hourly tries of a failed run before that day is given up
 
     @property
     def listener(self) -> str:
@@ -46,4 +51,5 @@ def dmarc_reports(site: Site) -> DmarcReports | None:
         reporter_address=fixed_address(site.internal_subnet, "dmarc-reports"),
         send_at=site.reports.dmarc.send_at,
         next_file=DMARC_REPORTS_NEXT,
+        retries=DMARC_REPORT_TRIES,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ruamel.yaml import YAML
 from mailstack import engine
 from mailstack.errors import SiteValidationError
 from mailstack.render import plan_files
+from mailstack.services import DMARC_REPORTS_NEXT
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
 from mailstack.site.reports import dmarc_org_name, dmarc_sender
@@ -196,6 +198,49 @@ def test_the_loop_runs_at_send_at_and_is_valid_shell(tmp_path: Path) -> None:
         ["sh", "-n", str(tmp_path / "loop.sh")], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_failed_run_is_tried_again_hourly_then_the_next_day_is_planned(tmp_path: Path) -> None:
+    """The loop with stand-ins: rspamadm fails twice, then sends; sleep records its argument
+    and ends the loop at the next day's wait."""
+    later = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")  # the wait is about 12 h
+    files = rendered(parse_site(site_text(ENABLED + f"    send_at: '{later}'\n")), tmp_path)
+    script = files["config/rspamd/dmarc-reports/dmarc-reports.sh"]
+    script = script.replace(DMARC_REPORTS_NEXT, str(tmp_path / "next"))
+    (tmp_path / "loop.sh").write_text(script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "rspamadm").write_text(
+        f'#!/bin/sh\necho rspamadm >>{calls}\n[ "$(grep -c rspamadm {calls})" -ge 3 ]\n'
+    )
+    (bin_dir / "sleep").write_text(
+        f'#!/bin/sh\necho "sleep $1" >>{calls}\n[ "$(grep -c sleep {calls})" -lt 4 ] || exit 99\n'
+    )
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    run = subprocess.run(
+        ["sh", str(tmp_path / "loop.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    assert run.returncode == 99, run.stderr
+    lines = calls.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "sleep",
+        "rspamadm",
+        "sleep",
+        "rspamadm",
+        "sleep",
+        "rspamadm",
+        "sleep",
+    ]
+    assert lines[2] == lines[4] == "sleep 3600", lines
+    assert "trying again in an hour (1 of 6)" in run.stderr
+    assert int(lines[6].split()[1]) > 11 * 3600  # the next run at send_at, not another retry
 
 
 @pytest.mark.parametrize("subnet", ["10.251.7.0/27", "192.168.50.0/28", "172.20.0.0/16"])

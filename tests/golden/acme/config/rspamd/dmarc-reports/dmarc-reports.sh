@@ -44,7 +44,18 @@ while :; do
     echo "$next" >"$next_file"
     log "next run at $(date -u -d "@$next" '+%F %H:%M UTC')"
     sleep $((next - now))
-    # rspamadm sends yesterday's reports; a failure waits for tomorrow's run (Rspamd keeps a
-    # day's results for two days, so those of a failed run are lost).
-    rspamadm dmarc_report || log "rspamadm dmarc_report failed (exit $?)"
+    # rspamadm sends yesterday's reports. Rspamd keeps a day's results for two days, so a
+    # failed run (Postfix or Redis down at that moment) is tried again hourly, 6 times,
+    # before that day is given up; the next day's run is planned after the last try.
+    tries=0
+    until rspamadm dmarc_report; do
+        status=$?
+        tries=$((tries + 1))
+        if [ "$tries" -ge 6 ]; then
+            log "rspamadm dmarc_report failed (exit $status) $tries times; yesterday's reports are not sent"
+            break
+        fi
+        log "rspamadm dmarc_report failed (exit $status); trying again in an hour ($tries of 6)"
+        sleep 3600
+    done
 done
