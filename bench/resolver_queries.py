@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from mailstack import engine  # noqa: E402
 from tests.integration.stack import make_message, token  # noqa: E402
-from tests.world.sites import WorldStack, bring_up, taken, write_site  # noqa: E402
+from tests.world.net import taken_networks  # noqa: E402
+from tests.world.sites import WorldStack, bring_up, write_site  # noqa: E402
 from tests.world.world import World  # noqa: E402
 
 STATS = ("total.num.queries", "total.num.cachehits", "total.num.cachemiss")
@@ -72,7 +73,7 @@ def main() -> None:
     sites: list[WorldStack] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            base, used = Path(tmp), taken(docker.from_env())
+            base, used = Path(tmp), taken_networks(docker.from_env())
             a = write_site(world, base / "a", "a.test", ["anna"], taken=used)
             b = write_site(world, base / "b", "b.test", ["berta"], taken=used)
             started = time.monotonic()

@@ -117,9 +117,9 @@ def deliver_to_inbox(stack: Stack, label: str) -> str:
     return subject
 
 
-def move(stack: Stack, subject: str, source: str, target: str) -> float:
-    """IMAP MOVE of the message with ``subject``; returns how long the server took."""
-    with stack.imap(BOB) as imap:
+def move(stack: Stack, subject: str, source: str, target: str, *, user: str = BOB) -> float:
+    """IMAP MOVE of ``user``'s message with ``subject``; returns how long the server took."""
+    with stack.imap(user) as imap:
         typ, data = imap.select(f'"{source}"')
         assert typ == "OK", f"SELECT {source}: {data}"
         typ, data = imap.uid("SEARCH", "SUBJECT", f'"{subject}"')

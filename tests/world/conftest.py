@@ -16,7 +16,8 @@ import docker
 import pytest
 
 from mailstack import engine
-from tests.world.sites import WorldStack, bring_up, taken, write_site
+from tests.world.net import taken_networks
+from tests.world.sites import WorldStack, bring_up, write_site
 from tests.world.world import World
 
 NOTES: list[str] = []
@@ -46,7 +47,7 @@ def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     (bringing a pair up is most of the world's time), so a test that stops a service starts it
     again."""
     base = tmp_path_factory.mktemp("world-sites")
-    used = taken(docker.from_env())
+    used = taken_networks(docker.from_env())
     a = write_site(
         world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
     )

@@ -14,21 +14,18 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
-
-import docker
 
 from mailstack import engine
 from mailstack.passwords import hash_password
 from mailstack.site.loader import load_site
+from mailstack.site.resolver import free_internal_subnet
 from tests.integration.conftest import start_stack
 from tests.integration.stack import Stack
-from tests.world.net import taken_networks
 from tests.world.world import World
 
 MAILSTACK = Path(sys.executable).parent / "mailstack"
-# Sites' back networks: /27s of the product's default block, away from every existing network.
-INTERNAL_POOL = ipaddress.IPv4Network("10.251.0.0/16")
 PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993}
 
 
@@ -49,6 +46,11 @@ class WorldStack(Stack):
         return mailstack("dns", str(self.site_path), "--state", str(self.state_dir), "--format", "zone")
 
 
+def authentication_results(message: EmailMessage) -> str:
+    """Every Authentication-Results header of ``message``, joined: what the receiver concluded."""
+    return " ".join(str(v) for v in message.get_all("Authentication-Results", []))
+
+
 def mailstack(*args: str, timeout: float = 300) -> str:
     done = subprocess.run(
         [str(MAILSTACK), *args], capture_output=True, text=True, timeout=timeout, check=False
@@ -58,15 +60,6 @@ def mailstack(*args: str, timeout: float = 300) -> str:
             f"mailstack {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
         )
     return done.stdout
-
-
-def free_internal_subnet(taken: list[ipaddress.IPv4Network]) -> str:
-    candidates = list(INTERNAL_POOL.subnets(new_prefix=27))
-    for _ in range(200):
-        subnet = secrets.choice(candidates)
-        if not any(subnet.overlaps(other) for other in taken):
-            return str(subnet)
-    raise RuntimeError(f"no free /27 in {INTERNAL_POOL}")
 
 
 def write_site(
@@ -83,10 +76,13 @@ def write_site(
     """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
     hostname = f"mail.{domain}"
     passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
-    subnet = free_internal_subnet(taken)
+    site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
+    # The product's own choice (the site id's default /27, or the next free one), away from
+    # every network and route of this host, and from the other sites written before.
+    subnet = free_internal_subnet(site_id, {"in use": [str(n) for n in taken]})
     taken.append(ipaddress.IPv4Network(subnet))
     site = {
-        "site": f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}",
+        "site": site_id,
         "hostname": hostname,
         "admin_email": next(iter(passwords)),
         "network": {"bind": world.address_for(hostname), "ports": PORTS, "internal_subnet": subnet},
@@ -123,7 +119,3 @@ def bring_up(world: World, site: WorldStack) -> WorldStack:
     if site.up_error is None:
         world.attach_site(site.site.hostname, f"mailstack-{site.site.site}")
     return site
-
-
-def taken(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
-    return taken_networks(client)

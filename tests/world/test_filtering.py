@@ -10,17 +10,13 @@ import pytest
 
 from mailstack.render.dovecot import JUNK_FOLDER
 from tests.integration.stack import make_message, parse, token, wait_until
-from tests.integration.test_junk import learned, prose
-from tests.world.sites import WorldStack
+from tests.integration.test_junk import learned, move, prose
+from tests.world.sites import WorldStack, authentication_results
 from tests.world.world import World
 
 pytestmark = pytest.mark.world
 
 MAIL_TIMEOUT = 90.0
-
-
-def results_of(raw: bytes) -> str:
-    return " ".join(str(v) for v in parse(raw).get_all("Authentication-Results", []))
 
 
 def found_in_inbox_or_junk(site: WorldStack, user: str, subject: str) -> bytes:
@@ -49,19 +45,8 @@ def test_spf_fail_and_softfail_are_judged_on_the_forgers_address(
     sender = f"news@{domain}"
     message = make_message(sender, b.address("berta"), subject, prose(f"spf {result}"))
     world.forger.send_mail(b.host, 25, sender, [b.address("berta")], bytes(message))
-    results = results_of(found_in_inbox_or_junk(b, b.address("berta"), subject))
+    results = authentication_results(parse(found_in_inbox_or_junk(b, b.address("berta"), subject)))
     assert re.search(rf"\bspf={result}\b.*smtp\.mailfrom={re.escape(sender)}", results), results
-
-
-def move(site: WorldStack, user: str, subject: str, source: str, target: str) -> None:
-    with site.imap(user) as imap:
-        typ, data = imap.select(f'"{source}"')
-        assert typ == "OK", f"SELECT {source}: {data}"
-        typ, data = imap.uid("SEARCH", "SUBJECT", f'"{subject}"')
-        uids = data[0].split() if typ == "OK" and data and data[0] else []
-        assert len(uids) == 1, f"expected one {subject!r} in {source}, found {uids}"
-        typ, data = imap.uid("MOVE", uids[0].decode(), f'"{target}"')
-        assert typ == "OK", f"MOVE {subject!r} from {source} to {target}: {typ} {data}"
 
 
 def test_moving_mail_from_another_server_into_junk_and_out_teaches_b(
@@ -74,9 +59,9 @@ def test_moving_mail_from_another_server_into_junk_and_out_teaches_b(
     b.wait_for_message(bernd, subject, timeout=MAIL_TIMEOUT)
     before = learned(b)
 
-    move(b, bernd, subject, "INBOX", JUNK_FOLDER)
+    move(b, subject, "INBOX", JUNK_FOLDER, user=bernd)
     wait_until(
         "B's Bayes to count one more spam", lambda: learned(b)["spam"] == before["spam"] + 1, timeout=30
     )
-    move(b, bernd, subject, JUNK_FOLDER, "INBOX")
+    move(b, subject, JUNK_FOLDER, "INBOX", user=bernd)
     wait_until("B's Bayes to count one more ham", lambda: learned(b)["ham"] == before["ham"] + 1, timeout=30)
