@@ -95,7 +95,9 @@ else
         if pgrep -x dockerd >/dev/null 2>&1; then
             say "dockerd process already present, waiting for it to answer"
         else
-            dockerd_args=(--storage-driver=overlay2)
+            # ip6tables (experimental before Docker 27): published IPv6 ports are DNATed
+            # like IPv4 ones, so daemons see an IPv6 client's own address.
+            dockerd_args=(--storage-driver=overlay2 --experimental --ip6tables)
             # Containers must not use a larger MTU than the host uplink, or
             # large downloads inside 'docker build' can stall.
             uplink="$(ip -o route show default 2>/dev/null | awk '{for(i=1;i<NF;i++) if($i=="dev") print $(i+1); exit}')"
