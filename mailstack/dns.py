@@ -195,7 +195,7 @@ def _mail_records(site: Site, view: StateView, entry: DomainEntry, rec: _Rec) ->
 
 def _host_records(site: Site, view: StateView, rec: _Rec, *, own_zone: bool) -> Iterator[Record]:
     host = site.hostname
-    addresses = [ipaddress.ip_address(h.address) for h in site.hosts if _is_ip(h.address)]
+    addresses = public_addresses(site)
     families: tuple[tuple[RecordType, int], ...] = (("A", 4), ("AAAA", 6))
     for rtype, version in families:
         found = sorted({str(a) for a in addresses if a.version == version})
@@ -206,7 +206,7 @@ def _host_records(site: Site, view: StateView, rec: _Rec, *, own_zone: bool) -> 
                 rtype,
                 value,
                 f"the mail server's IPv{version} address: MX and client records point to {host}"
-                + ("" if found else "; fill in (or leave out) — hosts[] gives none"),
+                + ("" if found else "; fill in (or leave out): neither hosts[] nor network.bind gives one"),
             )
     if host not in site.domain_names:  # a site domain's own SPF record already stands there
         yield rec(
@@ -335,8 +335,27 @@ def notes(site: Site, view: StateView) -> Iterator[str]:
     zone = host_zone(site)
     if zone not in listed:
         yield f"{site.hostname} is in no site domain: publish its records in the zone that holds it ({zone}?)"
-    if not any(_is_ip(h.address) for h in site.hosts):
-        yield f"hosts[] gives no IP address: fill in the A/AAAA records of {site.hostname}"
+    versions = {a.version for a in public_addresses(site)}
+    if not versions:
+        yield (
+            f"neither hosts[] nor network.bind gives a public address: fill in the A/AAAA records "
+            f"of {site.hostname}"
+        )
+    elif 6 not in versions and site.front_subnet6 is not None:
+        yield (
+            f"the site listens on IPv6 but no public IPv6 address is known: publish {site.hostname}'s "
+            "AAAA record if the server has one (hosts[].public_addresses), or IPv6 clients find no way in"
+        )
+
+
+def public_addresses(site: Site) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The server's public addresses, for its A and AAAA records: the hosts' (their SSH
+    address when it is one, and public_addresses) and the global addresses the ports are
+    bound to."""
+    found = [ipaddress.ip_address(h.address) for h in site.hosts if _is_ip(h.address)]
+    found += [ipaddress.ip_address(a) for h in site.hosts for a in h.public_addresses]
+    found += [a for a in map(ipaddress.ip_address, site.network.bind) if a.is_global]
+    return found
 
 
 # -- output ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 
-from mailstack import render, services
+from mailstack import hostnet, render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
@@ -137,6 +137,7 @@ def up(
     plan = render.plan(project.site, project.out_dir, project.state_dir)
     # A certificate re-issued with more names (same key) is read again on reload.
     recertified = set(TLS_SERVICES) if any(p.endswith(".crt") for p in plan.state.reissued) else set()
+    check_ipv6(project, say)
     check_ports(project)
     check_internal_subnet(project)
     if plan.changed:
@@ -220,6 +221,8 @@ def check_ports(project: Project) -> None:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 # Connections of ours in TIME_WAIT are not "another program": only a listener is.
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as Docker binds it: IPv4 listeners are no clash
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     probe.bind((address, port))
                 except OSError as exc:
@@ -250,6 +253,25 @@ def check_internal_subnet(project: Project) -> None:
             f"network.internal_subnet {site.internal_subnet} overlaps the Docker network {clash[0]} "
             f"({clash[1]}); set network.internal_subnet in the site file to a free private subnet, "
             f"such as {free_internal_subnet(site.site, taken)}"
+        )
+
+
+def check_ipv6(project: Project, say: Say) -> None:
+    """A site that listens on IPv6 needs the kernel's IPv6, and the engine's ip6tables for
+    IPv6 clients to keep their own address."""
+    if project.site.front_subnet6 is None:
+        return
+    if not hostnet.host_has_ipv6():
+        raise EngineError(
+            "network.bind lists an IPv6 address, but IPv6 is off on this host: list only IPv4 "
+            "addresses (such as 0.0.0.0) under network.bind, or turn IPv6 on"
+        )
+    if hostnet.engine_nats_ipv6() is False:
+        say(
+            "warning: the Docker engine keeps no IPv6 NAT rules (ip6tables is off), so IPv6 clients "
+            "reach the stack through docker-proxy under one gateway address: SPF, postscreen, "
+            'limits and bans cannot tell them apart. Set "ip6tables": true (and "experimental": '
+            "true before Docker 27) in /etc/docker/daemon.json and restart the engine."
         )
 
 

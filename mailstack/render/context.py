@@ -41,7 +41,14 @@ from mailstack.render.postfix import (
     virtual_alias_lines,
 )
 from mailstack.render.reports import DmarcReports, dmarc_reports
-from mailstack.render.resolver import BackNetwork, ResolverSettings, back_network, resolver_settings
+from mailstack.render.resolver import (
+    BackNetwork,
+    FrontNetwork,
+    ResolverSettings,
+    back_network,
+    front_network,
+    resolver_settings,
+)
 from mailstack.render.rspamd import (
     REDIS_MAXMEMORY,
     DkimDomain,
@@ -106,6 +113,7 @@ class Context:
     rspamd_disabled: dict[str, bool]  # online-only rspamd module → disabled here
     resolver: ResolverSettings | None  # None offline
     back_network: BackNetwork | None  # its fixed subnet (online)
+    front_network: FrontNetwork | None  # its IPv6 subnet (the site listens on IPv6)
     dmarc_reports: DmarcReports | None  # reports.dmarc, when enabled
     dnsbl_sites: list[str]  # postscreen's
     mta_sts_policy_map: str  # postfix's smtp_tls_policy_maps; empty offline
@@ -166,6 +174,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         rspamd_disabled=rspamd_disabled(offline=site.offline),
         resolver=resolver_settings(site),
         back_network=back_network(site),
+        front_network=front_network(site),
         dmarc_reports=dmarc_reports(site),
         dnsbl_sites=dnsbl_sites(site),
         mta_sts_policy_map=mta_sts_policy_map(site, internal_ports()["mta_sts"]),

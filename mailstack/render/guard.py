@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mailstack import services
 from mailstack.services import GUARD_CONFIG_DIR, GUARD_DATA_DIR, GUARD_POLICY_HOST
+from mailstack.site.front import front_gateway6
 from mailstack.site.models import Site
 
 # Where the guard keeps the bans (its volume).
@@ -40,7 +41,12 @@ def auth_ban_settings(site: Site) -> AuthBanSettings:
         failures=ban.failures,
         window=ban.window,
         ban=ban.ban,
-        exempt=list(ban.exempt),
+        # docker-proxy relays IPv6 connections from the host itself from the front network's
+        # IPv6 gateway; the guard finds only the IPv4 one on its own.
+        exempt=[
+            *ban.exempt,
+            *([f"{front_gateway6(subnet6)}/128"] if (subnet6 := site.front_subnet6) else []),
+        ],
         policy_host=GUARD_POLICY_HOST,
         policy_url=f"http://{GUARD_POLICY_HOST}:{services.service('guard').internal_ports['guard']}/",
         # Dovecot refuses a policy server without a nonce. It salts the password hash it sends

@@ -40,6 +40,16 @@ class ResolverSettings:
     root_hints: str
 
 
+@dataclass(frozen=True)
+class FrontNetwork:
+    subnet6: str  # IPv6 (the IPv4 subnet is Docker's choice)
+
+
+def front_network(site: Site) -> FrontNetwork | None:
+    """The front network's IPv6 subnet, when the site listens on an IPv6 address."""
+    return None if site.front_subnet6 is None else FrontNetwork(subnet6=site.front_subnet6)
+
+
 def back_network(site: Site) -> BackNetwork | None:
     """The back network's fixed subnet, when the site has a resolver (online) at a fixed address."""
     if site.offline:

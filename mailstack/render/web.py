@@ -75,6 +75,7 @@ class MapEntry:
 @dataclass(frozen=True)
 class WebSettings:
     enabled: bool  # the compose file has a web service (http or https is published)
+    ipv6: bool  # clients arrive over IPv6 too (the front network has an IPv6 subnet)
     http_port: int
     https_port: int
     health_port: int
@@ -139,6 +140,7 @@ def web_settings(site: Site, certificates: list[tuple[str, str]], protocols: str
     domains = site.domain_names
     return WebSettings(
         enabled=web_enabled(site),
+        ipv6=site.front_subnet6 is not None,
         http_port=WEB_HTTP_PORT,
         https_port=WEB_HTTPS_PORT,
         health_port=WEB_HEALTH_PORT,

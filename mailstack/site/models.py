@@ -21,12 +21,14 @@ from mailstack.site.fields import (
     Addresses,
     Domain,
     HostAddress,
+    IPAddress,
     IPAddresses,
     PasswordHash,
     Rate,
     Size,
     parse_network,
 )
+from mailstack.site.front import FrontSubnet6, default_front_subnet6
 from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
@@ -80,8 +82,14 @@ class Ports(Model):
 
 class Network(Model):
     bind: IPAddresses = Field(
-        default=("0.0.0.0",),  # noqa: S104 - a mail server listens on all addresses by default
+        default=("0.0.0.0", "::"),  # noqa: S104 - a mail server listens on all addresses by default
         min_length=1,
+        description=(
+            "Host addresses the published ports listen on. Default: every IPv4 and IPv6 address "
+            "(0.0.0.0 and ::). With an IPv6 address here, the front network gets an IPv6 subnet "
+            "so that daemons see IPv6 clients' own addresses (the engine needs ip6tables); a host "
+            "without IPv6 lists 0.0.0.0 alone."
+        ),
     )
     ports: Ports = Field(default_factory=lambda: Ports(**STANDARD_PORTS))
     internal_subnet: InternalSubnet | None = Field(
@@ -90,6 +98,13 @@ class Network(Model):
             "IPv4 subnet of the stack's internal (back) network, where its resolver has a fixed "
             "address (a /28 or larger). Default: a /27 of 10.251.0.0/16 chosen by the site id; "
             "set it when that meets a network of the host."
+        ),
+    )
+    ipv6_subnet: FrontSubnet6 | None = Field(
+        default=None,
+        description=(
+            "Unique local IPv6 subnet of the front network, used when `bind` has an IPv6 "
+            "address. Default: a /64 of fd00::/8 chosen by the site id."
         ),
     )
 
@@ -144,6 +159,14 @@ class Host(Model):
     ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*\$?$", max_length=32)
     ssh_port: Port = 22
     ssh_key: str | None = Field(default=None, description="Private key file for SSH.")
+    public_addresses: tuple[IPAddress, ...] = Field(
+        default=(),
+        description=(
+            "The host's public IPv4 and IPv6 addresses, for the A and AAAA records that "
+            "`mailstack dns` prints, when `address` is a name or not the only one (a server "
+            "usually has one of each)."
+        ),
+    )
     packages: Literal["mirror", "cache"] = Field(
         default="mirror",
         description=(
@@ -224,6 +247,13 @@ class Site(Model):
     def internal_subnet(self) -> str:
         """The back network's subnet: network.internal_subnet, or the site id's default."""
         return self.network.internal_subnet or default_internal_subnet(self.site)
+
+    @property
+    def front_subnet6(self) -> str | None:
+        """The front network's IPv6 subnet when the site listens on IPv6, else None."""
+        if not any(ipaddress.ip_address(a).version == 6 for a in self.network.bind):
+            return None
+        return self.network.ipv6_subnet or default_front_subnet6(self.site)
 
     @property
     def resolver_address(self) -> str | None:

@@ -89,7 +89,8 @@ def test_defaults_publish_the_standard_ports_on_all_addresses() -> None:
     )
     site = parse_site(text)
     assert site.network.ports.published() == STANDARD_PORTS
-    assert site.network.bind == ("0.0.0.0",)
+    assert site.network.bind == ("0.0.0.0", "::")
+    assert site.front_subnet6 is not None  # listening on IPv6: the front network has a subnet
     assert site.tls.mode == "selfsigned"
 
 

@@ -236,7 +236,7 @@ def test_a_toy_with_a_published_port_and_certificates_gets_ports_secrets_and_the
     site = load_site(LETSENCRYPT)
     assert site.network.ports.managesieve == 4190  # the default ports
     toy_compose = compose(site, tmp_path)["toy"]
-    assert toy_compose["ports"] == [f"{site.network.bind[0]}:4190:14190"]
+    assert toy_compose["ports"] == ["0.0.0.0:4190:14190", "[::]:4190:14190"]
     assert toy_compose["entrypoint"][:2] == ["/bin/sh", "-c"]
     assert any(str(v).endswith(f"{services.STATE_MOUNT}/acme/tls:ro") for v in toy_compose["volumes"])
 
