@@ -49,11 +49,28 @@ def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     base = tmp_path_factory.mktemp("world-sites")
     used = taken_networks(docker.from_env())
     a = write_site(
-        world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
+        world,
+        base / "a",
+        "a.test",
+        ["anna", "arne"],
+        dmarc="reject",
+        dnsbl=["dnsbl.test*3"],
+        ipv6=True,
+        taken=used,
     )
-    # B sends DMARC reports (test_dmarc_reports); nothing else of the world depends on that.
+    # B sends DMARC reports (test_dmarc_reports); nothing else of the world depends on that. It
+    # bans after 4 failed logins (test_ipv6); the tests' own logins come from the host's world
+    # addresses (the gateways), which are exempt.
     b = write_site(
-        world, base / "b", "b.test", ["berta", "bernd"], dmarc="quarantine", dmarc_reports=True, taken=used
+        world,
+        base / "b",
+        "b.test",
+        ["berta", "bernd"],
+        dmarc="quarantine",
+        dmarc_reports=True,
+        ipv6=True,
+        auth_ban={"failures": 4, "window": 120, "ban": 120, "exempt": world.gateways()},
+        taken=used,
     )
     with ThreadPoolExecutor(max_workers=2) as pool:
         started = list(pool.map(lambda s: bring_up(world, s), (a, b)))

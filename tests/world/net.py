@@ -13,8 +13,11 @@ published on an address of the host on the world bridge:
   SNAT rule makes the peer's connections leave from the peer's own world address.
 - from the host: DNAT; the site sees the address the client binds to (the world's gateway
   by default, so bind a source address to be a distinct party).
-- over IPv6: this engine has no ip6tables support, so only docker-proxy serves IPv6 ports
-  and every client appears as the site's gateway; sites get no AAAA records by default.
+- over IPv6 (the engine runs with ip6tables, as `make install` starts it): a site that binds
+  an IPv6 address of the host on the bridge (add_host_address6) is DNATed like over IPv4, and
+  the world's ip6tables FORWARD rule lets the forger's connections through. Sites reach each
+  other over IPv4 only (no IPv6 SNAT/DNAT glue between sites): the world publishes no AAAA
+  for them, and tests dial the IPv6 addresses directly.
 
 The network is `internal`: its containers have no route off this machine.
 """
@@ -71,6 +74,7 @@ class WorldNet:
     subnet: ipaddress.IPv4Network
     subnet6: ipaddress.IPv6Network
     host_addresses: dict[str, ipaddress.IPv4Address] = field(default_factory=dict)
+    host_addresses6: dict[str, ipaddress.IPv6Address] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -134,6 +138,18 @@ class WorldNet:
         self.host_addresses[name] = address
         return address
 
+    def add_host_address6(self, name: str) -> ipaddress.IPv6Address:
+        """An IPv6 address of the host on the bridge for ``name``, at the same offset in the /64
+        as its IPv4 address in the /24 (the same one when asked again)."""
+        if name in self.host_addresses6:
+            return self.host_addresses6[name]
+        offset = int(self.add_host_address(name)) - int(self.subnet.network_address)
+        address = self.v6(offset)
+        # nodad: usable at once, without duplicate address detection's second or so.
+        run("ip", "-6", "addr", "add", f"{address}/128", "dev", self.bridge, "nodad")
+        self.host_addresses6[name] = address
+        return address
+
     def remove(self) -> None:
         """The network, and with its bridge the host's addresses on it."""
         self.network.reload()
@@ -149,6 +165,7 @@ class NatGlue:
 
     world: str
     subnet: ipaddress.IPv4Network
+    subnet6: ipaddress.IPv6Network | None = None
     sources: dict[str, ipaddress.IPv4Address] = field(default_factory=dict)
 
     @property
@@ -159,14 +176,18 @@ class NatGlue:
     def snat_chain(self) -> str:
         return f"MSW-{self.world.removeprefix(PREFIX)}-OUT"
 
-    def jumps(self) -> list[tuple[str, str, list[str]]]:
-        """(table, hook, rule) for each jump into the world's rules."""
+    def jumps(self) -> list[tuple[str, str, str, list[str]]]:
+        """(command, table, hook, rule) for each jump into the world's rules."""
         tag = ["-m", "comment", "--comment", self.world]
         to_world = ["-m", "conntrack", "--ctorigdst", str(self.subnet)]
+        to_world6 = ["-m", "conntrack", "--ctorigdst", str(self.subnet6)] if self.subnet6 else []
         return [
             # Docker's isolation would drop connections to the world between two bridges.
-            ("filter", "DOCKER-USER", [*to_world, *tag, "-j", "ACCEPT"]),
+            ("iptables", "filter", "DOCKER-USER", [*to_world, *tag, "-j", "ACCEPT"]),
+            # Docker 20.10's ip6tables has no DOCKER-USER chain: the top of FORWARD, then.
+            *([("ip6tables", "filter", "FORWARD", [*to_world6, *tag, "-j", "ACCEPT"])] if to_world6 else []),
             (
+                "iptables",
                 "nat",
                 "PREROUTING",
                 [
@@ -181,7 +202,7 @@ class NatGlue:
                     self.dnat_chain,
                 ],
             ),
-            ("nat", "POSTROUTING", [*to_world, *tag, "-j", self.snat_chain]),
+            ("iptables", "nat", "POSTROUTING", [*to_world, *tag, "-j", self.snat_chain]),
         ]
 
     def install(self) -> None:
@@ -192,11 +213,11 @@ class NatGlue:
     def jump_first(self) -> None:
         """Docker inserts each new network's MASQUERADE rule at the top of POSTROUTING; the
         world's jumps must come before those of sites created after it."""
-        for table, hook, rule in self.jumps():
+        for command, table, hook, rule in self.jumps():
             subprocess.run(
-                ["iptables", "-t", table, "-D", hook, *rule], capture_output=True, check=False, timeout=30
+                [command, "-t", table, "-D", hook, *rule], capture_output=True, check=False, timeout=30
             )
-            run("iptables", "-t", table, "-I", hook, "1", *rule)
+            run(command, "-t", table, "-I", hook, "1", *rule)
 
     def sync(self, site_subnets: dict[str, Iterable[str]]) -> None:
         """Copy Docker's DNAT rules for world addresses (they skip traffic from bridges) and
@@ -238,14 +259,18 @@ class NatGlue:
         remove_glue(self.world)
 
 
+# Where the world's rules live: its IPv6 rule is in ip6tables' filter table.
+TABLES = (("iptables", "filter"), ("iptables", "nat"), ("ip6tables", "filter"))
+
+
 def remove_glue(world: str) -> None:
     """Every jump tagged ``world``, then the world's chains; what is already gone is skipped."""
     chains = {f"MSW-{world.removeprefix(PREFIX)}-{suffix}" for suffix in ("IN", "OUT")}
-    for table in ("filter", "nat"):
-        for line in run("iptables", "-t", table, "-S").splitlines():
+    for command, table in TABLES:
+        for line in run(command, "-t", table, "-S").splitlines():
             if f"--comment {world}" in line and line.startswith("-A "):
                 subprocess.run(
-                    ["iptables", "-t", table, "-D", *line.split()[1:]],
+                    [command, "-t", table, "-D", *line.split()[1:]],
                     capture_output=True,
                     check=False,
                     timeout=30,
@@ -258,8 +283,8 @@ def remove_glue(world: str) -> None:
 def tagged_worlds() -> set[str]:
     """Names of worlds that have iptables rules on this host."""
     names: set[str] = set()
-    for table in ("filter", "nat"):
-        for line in run("iptables", "-t", table, "-S").splitlines():
+    for command, table in TABLES:
+        for line in run(command, "-t", table, "-S").splitlines():
             words = line.split()
             if "--comment" in words and words[words.index("--comment") + 1].startswith(PREFIX):
                 names.add(words[words.index("--comment") + 1].strip('"'))

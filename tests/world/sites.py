@@ -35,6 +35,7 @@ class WorldStack(Stack):
 
     passwords: dict[str, str] = field(default_factory=dict)
     domain: str = ""
+    address6: str = ""  # its world IPv6 address, when it listens on one (ipv6=True)
 
     def password(self, user: str) -> str:
         return self.passwords[user]
@@ -71,25 +72,36 @@ def write_site(
     dmarc: str = "reject",
     dnsbl: list[str] | None = None,
     dmarc_reports: bool = False,
+    ipv6: bool = False,
+    auth_ban: dict[str, object] | None = None,
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
-    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
+    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords).
+    ``ipv6``: it listens on a world IPv6 address too. ``auth_ban``: bans after failed logins
+    (default: none, since the tests' logins all come from the host's world address)."""
     hostname = f"mail.{domain}"
     passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
     site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
     # The product's own choice (the site id's default /27, or the next free one), away from
     # every network and route of this host, and from the other sites written before.
     subnet = free_internal_subnet(site_id, {"in use": [str(n) for n in taken]})
+    ipv6_bind = [world.address6_for(hostname)] if ipv6 else []
     taken.append(ipaddress.IPv4Network(subnet))
     site = {
         "site": site_id,
         "hostname": hostname,
         "admin_email": next(iter(passwords)),
-        "network": {"bind": world.address_for(hostname), "ports": PORTS, "internal_subnet": subnet},
+        "network": {
+            "bind": [world.address_for(hostname), *ipv6_bind],
+            "ports": PORTS,
+            "internal_subnet": subnet,
+        },
         "tls": {"mode": "selfsigned"},
         "dns": {"ttl": 60, "dmarc": {"policy": dmarc}, "resolver": world.resolver()},
-        # Logins come from the host's world address: no bans, no fence in these tests.
-        "abuse": {"auth_ban": {"enabled": False}, **({"dnsbl": dnsbl} if dnsbl is not None else {})},
+        "abuse": {
+            "auth_ban": auth_ban or {"enabled": False},
+            **({"dnsbl": dnsbl} if dnsbl is not None else {}),
+        },
         "domains": [{"name": domain}],
         **({"reports": {"dmarc": {"enabled": True}}} if dmarc_reports else {}),
         "mailboxes": [
@@ -103,7 +115,11 @@ def write_site(
     # Rendering makes the state (DKIM keys, the CA, the server certificate) that the records name.
     mailstack("render", str(site_path), "--output", str(base / "build"), "--state", str(base / "state"))
     return WorldStack(
-        site_path=site_path, project=_project(site_path, base), passwords=passwords, domain=domain
+        site_path=site_path,
+        project=_project(site_path, base),
+        passwords=passwords,
+        domain=domain,
+        address6=ipv6_bind[0] if ipv6_bind else "",
     )
 
 

@@ -123,6 +123,10 @@ class World:
         reach a site from the world rather than from 127.0.0.1."""
         return str(self.net.v4(1))
 
+    def gateways(self) -> list[str]:
+        """The host's own addresses on the world (IPv4 and IPv6), as networks."""
+        return [f"{self.net.v4(1)}/32", f"{self.net.v6(1)}/128"]
+
     # -- starting and stopping -------------------------------------------------------------
     @classmethod
     def start(cls, client: docker.DockerClient | None = None) -> World:
@@ -133,7 +137,7 @@ class World:
         world_id = secrets.token_hex(3)
         labels = {LABEL: "1", f"{LABEL}.pid": str(os.getpid()), f"{LABEL}.host": socket.gethostname()}
         net = WorldNet.create(client, world_id, labels)
-        glue = NatGlue(net.name, net.subnet)
+        glue = NatGlue(net.name, net.subnet, net.subnet6)
         try:
             glue.install()
             secret = knot.DnsServer.new_secret()
@@ -178,6 +182,11 @@ class World:
         if fresh:
             self.dns.replace(f"{name}.", "A", [str(address)])
         return str(address)
+
+    def address6_for(self, hostname: str) -> str:
+        """The world IPv6 address of a site's host name, for network.bind. Not published as
+        AAAA: sites reach each other over IPv4 only (net.py); tests dial it directly."""
+        return str(self.net.add_host_address6(hostname.rstrip(".")))
 
     def add_site_records(self, zone_text: str) -> int:
         """Publish a site's records (``mailstack dns SITE --format zone``); each name and type
