@@ -71,9 +71,14 @@ def write_site(
     dmarc: str = "reject",
     dnsbl: list[str] | None = None,
     dmarc_reports: bool = False,
+    https: bool = False,
+    outbound_ca_bundle: Path | None = None,
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
-    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
+    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords).
+
+    ``https``: the web service publishes port 443, so the site serves its MTA-STS policy at
+    mta-sts.<domain>; ``outbound_ca_bundle``: CAs the site trusts for other servers' TLS."""
     hostname = f"mail.{domain}"
     passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
     site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
@@ -85,8 +90,15 @@ def write_site(
         "site": site_id,
         "hostname": hostname,
         "admin_email": next(iter(passwords)),
-        "network": {"bind": world.address_for(hostname), "ports": PORTS, "internal_subnet": subnet},
-        "tls": {"mode": "selfsigned"},
+        "network": {
+            "bind": world.address_for(hostname),
+            "ports": {**PORTS, **({"https": 443} if https else {})},
+            "internal_subnet": subnet,
+        },
+        "tls": {
+            "mode": "selfsigned",
+            **({"outbound_ca_bundle": str(outbound_ca_bundle)} if outbound_ca_bundle else {}),
+        },
         "dns": {"ttl": 60, "dmarc": {"policy": dmarc}, "resolver": world.resolver()},
         # Logins come from the host's world address: no bans, no fence in these tests.
         "abuse": {"auth_ban": {"enabled": False}, **({"dnsbl": dnsbl} if dnsbl is not None else {})},
@@ -105,6 +117,14 @@ def write_site(
     return WorldStack(
         site_path=site_path, project=_project(site_path, base), passwords=passwords, domain=domain
     )
+
+
+def export_ca(site: WorldStack, target: Path) -> Path:
+    """The site's local CA certificate (tls.mode selfsigned), as a company would hand its CA
+    to partners: a public copy, readable by everyone."""
+    target.write_bytes(site.ca_path.read_bytes())
+    target.chmod(0o644)
+    return target
 
 
 def _project(site_path: Path, base: Path) -> engine.Project:
