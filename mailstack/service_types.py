@@ -10,7 +10,7 @@ from mailstack.site.models import Site
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # What a service reads from the state (or the operator), each file a compose secret.
-SecretKind = Literal["tls", "dkim", "rspamd_controller", "redis", "acme_ca_bundle"]
+SecretKind = Literal["tls", "dkim", "rspamd_controller", "redis", "acme_ca_bundle", "outbound_ca_bundle"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,9 @@ class Service:
     volumes: tuple[Mount, ...] = ()  # besides the config directory
     tmpfs: tuple[Tmpfs, ...] = ()
     reads: tuple[SecretKind, ...] = ()
+    # The environment variable through which the service's TLS library finds
+    # tls.outbound_ca_bundle (set only when the site names one).
+    ca_bundle_env: str = ""
     certificates: CertificateReload | None = None
     user: str = ""  # empty: the image's
     command: tuple[str, ...] = ()  # empty: the image's

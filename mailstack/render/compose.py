@@ -14,7 +14,7 @@ from mailstack.render.acme import ACME_CA_BUNDLE, AcmeSettings
 from mailstack.render.tls import TLS_FILES_DIR
 from mailstack.service_types import Network as ServiceNetwork
 from mailstack.service_types import SecretKind, Service
-from mailstack.services import STATE_MOUNT
+from mailstack.services import OUTBOUND_CA_BUNDLE, STATE_MOUNT
 from mailstack.site.models import Site
 from mailstack.site.resolver import fixed_address
 from mailstack.state.view import StateView
@@ -175,11 +175,18 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         healthcheck_why=s.healthcheck.why,
         start_period=s.healthcheck.start_period,
         start_period_why=s.healthcheck.start_period_why,
-        environment={"HEALTHCHECK_PORTS": " ".join(str(port) for port in listening(s))}
-        if s.healthcheck.ports_env
-        else {},
+        environment=_environment(s, p),
         dns=[p.site.resolver_address] if s.resolves and p.site.resolver_address else [],
     )
+
+
+def _environment(s: Service, p: _Project) -> dict[str, str]:
+    env = (
+        {"HEALTHCHECK_PORTS": " ".join(str(port) for port in listening(s))} if s.healthcheck.ports_env else {}
+    )
+    if s.ca_bundle_env and any(x.name == "outbound_ca_bundle" for x in p.secrets.get(s.name, [])):
+        env[s.ca_bundle_env] = OUTBOUND_CA_BUNDLE
+    return env
 
 
 def _network(s: Service, n: ServiceNetwork, p: _Project) -> Network:
@@ -232,6 +239,10 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
     acme = site.tls.acme
     bundle = acme.ca_bundle if acme is not None else None
     by_kind["acme_ca_bundle"] = [Secret("acme_ca_bundle", bundle, ACME_CA_BUNDLE)] if bundle else []
+    outbound = site.tls.outbound_ca_bundle
+    by_kind["outbound_ca_bundle"] = (
+        [Secret("outbound_ca_bundle", outbound, OUTBOUND_CA_BUNDLE)] if outbound and not site.offline else []
+    )
     return {s.name: [x for kind in s.reads for x in by_kind[kind]] for s in services.CATALOGUE}
 
 

@@ -34,10 +34,10 @@ from mailstack.render.postfix import (
     POSTFIX_LMTP_CONCURRENCY,
     dnsbl_sites,
     local_alias_lines,
-    mta_sts_policy_map,
     mydestination,
     sender_login_lines,
     sender_owners,
+    tls_policy_maps,
     virtual_alias_lines,
 )
 from mailstack.render.reports import DmarcReports, dmarc_reports
@@ -116,7 +116,8 @@ class Context:
     front_network: FrontNetwork | None  # its IPv6 subnet (the site listens on IPv6)
     dmarc_reports: DmarcReports | None  # reports.dmarc, when enabled
     dnsbl_sites: list[str]  # postscreen's
-    mta_sts_policy_map: str  # postfix's smtp_tls_policy_maps; empty offline
+    tls_policy_maps: str  # postfix's smtp_tls_policy_maps; empty offline
+    outbound_ca_file: str  # tls.outbound_ca_bundle inside postfix; empty: Debian's roots only
     lmtp_user_concurrency: int
     lmtp_concurrency: int
     auth_ban: AuthBanSettings
@@ -177,7 +178,10 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         front_network=front_network(site),
         dmarc_reports=dmarc_reports(site),
         dnsbl_sites=dnsbl_sites(site),
-        mta_sts_policy_map=mta_sts_policy_map(site, internal_ports()["mta_sts"]),
+        tls_policy_maps=tls_policy_maps(site, internal_ports()),
+        outbound_ca_file=services.OUTBOUND_CA_BUNDLE
+        if site.tls.outbound_ca_bundle and not site.offline
+        else "",
         lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
         auth_ban=auth_ban,

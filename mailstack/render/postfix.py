@@ -29,6 +29,16 @@ def mta_sts_policy_map(site: Site, port: int) -> str:
     return "" if site.offline else f"socketmap:inet:mta-sts:{port}:postfix"
 
 
+def tls_policy_maps(site: Site, ports: dict[str, int]) -> str:
+    """smtp_tls_policy_maps: DANE first (the dane-policy service answers dane-only or dane for
+    destinations with validated TLSA records), then MTA-STS; none offline. The first map with
+    an answer wins, so an MTA-STS policy never overrides DANE (RFC 8461 §2)."""
+    if site.offline:
+        return ""
+    dane = f"socketmap:inet:dane-policy:{ports['dane_policy']}:dane"
+    return f"{dane}, {mta_sts_policy_map(site, ports['mta_sts'])}"
+
+
 def dnsbl_sites(site: Site) -> list[str]:
     """postscreen_dnsbl_sites: none offline (nothing would answer), else abuse.dnsbl or the default."""
     if site.offline:

@@ -13,7 +13,7 @@ directory, relative to the compose file), ``{fence_table}`` and ``{acme_director
 from __future__ import annotations
 
 from mailstack.service_types import Port, Service
-from mailstack.services.edge import ACME, FENCE, GUARD, MTA_STS, RESOLVER, WEB
+from mailstack.services.edge import ACME, DANE_POLICY, FENCE, GUARD, MTA_STS, RESOLVER, WEB
 from mailstack.services.mail import DMARC_REPORTS, DOVECOT, POSTFIX, REDIS, RSPAMD
 from mailstack.services.paths import (
     ACME_CHALLENGE_DIR,
@@ -26,6 +26,7 @@ from mailstack.services.paths import (
     GUARD_CONFIG_DIR,
     GUARD_DATA_DIR,
     GUARD_POLICY_HOST,
+    OUTBOUND_CA_BUNDLE,
     REDIS_SECRETS,
     RSPAMD_SECRETS,
     STATE_MOUNT,
@@ -47,6 +48,7 @@ __all__ = [
     "GUARD_CONFIG_DIR",
     "GUARD_DATA_DIR",
     "GUARD_POLICY_HOST",
+    "OUTBOUND_CA_BUNDLE",
     "REDIS_SECRETS",
     "RSPAMD_SECRETS",
     "STATE_MOUNT",
@@ -63,6 +65,7 @@ __all__ = [
 # The compose file lists the services in this order.
 CATALOGUE: tuple[Service, ...] = (
     RESOLVER,
+    DANE_POLICY,
     MTA_STS,
     POSTFIX,
     DOVECOT,

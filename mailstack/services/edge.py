@@ -97,6 +97,9 @@ MTA_STS = Service(
     pids=32,
     internal_ports={"mta_sts": 8461},  # socketmap, for postfix
     config=Config("mta-sts", "/etc/mta-sts"),
+    reads=("outbound_ca_bundle",),
+    # aiohttp's default context: this file plus Debian's hashed roots in /etc/ssl/certs.
+    ca_bundle_env="SSL_CERT_FILE",
     volumes=(Mount("mta-sts", "/var/lib/mta-sts", why=("Cached policies (SQLite).",)),),
     tmpfs=(Tmpfs("/tmp:size=8m"),),  # noqa: S108 - the container's own /tmp
     networks=(Network("back"), Network("front")),
@@ -104,6 +107,31 @@ MTA_STS = Service(
     resolves=True,
     healthcheck=Healthcheck(("/usr/local/bin/mta-sts-healthcheck",)),
     reload=Reload(),  # reads its configuration at start only; the cache is on its volume
+)
+
+
+DANE_POLICY = Service(
+    name="dane-policy",
+    image="mta-sts",
+    present=_online,
+    why=(
+        "Postfix's first smtp_tls_policy_maps: dane-only (or dane) for destinations whose MX",
+        "hosts have DNSSEC-validated TLSA records, so that an MTA-STS policy never overrides",
+        "DANE (RFC 8461 section 2); NOTFOUND otherwise, and Postfix asks mta-sts. As _mta-sts,",
+        "without capabilities; the mta-sts image, which has Python.",
+    ),
+    caps=(),
+    memory="64m",
+    pids=16,
+    internal_ports={"dane_policy": 8462},  # socketmap, for postfix
+    config=Config("mta-sts", "/etc/mta-sts"),
+    # All of the container's addresses: it is only on the internal back network.
+    command=("mailstack-dane-policy", "serve", "0.0.0.0", "8462"),  # noqa: S104
+    networks=(Network("back"),),
+    depends_on=("resolver",),
+    resolves=True,
+    healthcheck=Healthcheck(("mailstack-dane-policy", "healthcheck", "127.0.0.1", "8462")),
+    reload=Reload(),  # no configuration; answers come from DNS, cached by the resolver
 )
 
 

@@ -50,7 +50,7 @@ POSTFIX = Service(
         ),
     ),
     tmpfs=(Tmpfs("/run:size=4m"), Tmpfs("/tmp:size=16m")),  # noqa: S108 - the container's own
-    reads=("tls",),
+    reads=("tls", "outbound_ca_bundle"),
     certificates=CertificateReload(
         "postfix reload",
         "postfix start-fg",
@@ -61,7 +61,7 @@ POSTFIX = Service(
     # there by address (Rspamd's SMTP client resolves through the stack's resolver, which
     # knows no compose names).
     networks=(Network("front"), Network("back", fixed_address=_dmarc_reports)),
-    depends_on=("dovecot", "rspamd", "resolver", "mta-sts"),
+    depends_on=("dovecot", "rspamd", "resolver", "dane-policy", "mta-sts"),
     fenced=True,
     resolves=True,
     healthcheck=Healthcheck(("/usr/local/bin/postfix-healthcheck",), ports_env=True),

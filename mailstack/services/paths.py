@@ -4,6 +4,8 @@ and the render modules that write the files they read."""
 from __future__ import annotations
 
 STATE_MOUNT = "/run/mailstack/state"
+# tls.outbound_ca_bundle, as a compose secret, for postfix and mta-sts.
+OUTBOUND_CA_BUNDLE = "/run/mailstack/outbound-ca.pem"
 # tmpfs where the rspamd entrypoint puts what its unprivileged workers must read (0400, _rspamd).
 RSPAMD_SECRETS = "/run/rspamd-secrets"
 # tmpfs where the redis entrypoint puts its ACL file (0400, redis).

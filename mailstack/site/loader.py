@@ -17,6 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from mailstack.errors import SiteFileError, SiteValidationError
 from mailstack.site.models import Loc, Site, _dotted
+from mailstack.site.tls import ca_bundle_problem
 
 Lines = dict[Loc, int]
 
@@ -24,7 +25,21 @@ Lines = dict[Loc, int]
 def load_site(path: Path) -> Site:
     """Read, parse and validate a site file; raise a ``UserError`` naming every problem."""
     text = _read(path)
-    return _anchor_paths(parse_site(text, source=str(path)), path.resolve().parent)
+    site = _anchor_paths(parse_site(text, source=str(path)), path.resolve().parent)
+    problems = list(_file_problems(site))
+    if problems:
+        _, lines = _parse_yaml(text, str(path))
+        raise SiteValidationError(
+            str(path), [f"{_dotted(loc)} (line {_line(loc, lines)}): {message}" for loc, message in problems]
+        )
+    return site
+
+
+def _file_problems(site: Site) -> Iterator[tuple[Loc, str]]:
+    """Files the site names that must hold something specific (checked once anchored)."""
+    bundle = site.tls.outbound_ca_bundle
+    if bundle is not None and (problem := ca_bundle_problem(bundle)) is not None:
+        yield ("tls", "outbound_ca_bundle"), problem
 
 
 def _anchor_paths(site: Site, base: Path) -> Site:
@@ -34,6 +49,10 @@ def _anchor_paths(site: Site, base: Path) -> Site:
         bundle = str(base / Path(tls.acme.ca_bundle).expanduser())
         acme = tls.acme.model_copy(update={"ca_bundle": bundle})
         site = site.model_copy(update={"tls": tls.model_copy(update={"acme": acme})})
+        tls = site.tls
+    if tls.outbound_ca_bundle is not None:
+        bundle = str(base / Path(tls.outbound_ca_bundle).expanduser())
+        site = site.model_copy(update={"tls": tls.model_copy(update={"outbound_ca_bundle": bundle})})
         tls = site.tls
     if tls.cert_file is None or tls.key_file is None:
         return site

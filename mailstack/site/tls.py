@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Literal
 
+from cryptography import x509
 from pydantic import Field, model_validator
 
 from mailstack.site.base import Model
@@ -56,6 +59,15 @@ class TLS(Model):
     cert_file: str | None = Field(default=None, description="PEM certificate chain (mode files).")
     key_file: str | None = Field(default=None, description="PEM private key (mode files).")
     acme: Acme | None = Field(default=None, description="ACME settings (mode acme).")
+    outbound_ca_bundle: str | None = Field(
+        default=None,
+        description=(
+            "PEM file of CA certificates this site trusts, besides Debian's roots, when it "
+            "verifies other servers: the HTTPS fetch of their MTA-STS policies and Postfix's "
+            "certificate check of MTA-STS destinations (a company CA, an air-gapped deployment). "
+            "Relative to the site file."
+        ),
+    )
     profile: Literal["intermediate", "modern"] = Field(
         default="intermediate",
         description=(
@@ -77,3 +89,43 @@ class TLS(Model):
         if self.mode != "acme" and self.acme is not None:
             raise ValueError(f"tls.acme only applies to tls.mode 'acme', not {self.mode!r}")
         return self
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """Why ``path`` is not a usable PEM bundle of CA certificates, or None when it is.
+
+    Postfix and OpenSSL would skip what they cannot parse and then fail each verification
+    with "untrusted issuer", far from the cause; the loader says it at once.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except IsADirectoryError:
+        return f"{path} is a directory; name the PEM file itself"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if not Path(path).stat().st_mode & stat.S_IROTH:
+        return (
+            f"{path} must be readable by others (chmod 0644): the mta-sts service reads it as "
+            "its own user; CA certificates are public"
+        )
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        return f"{path}: a certificate in it cannot be parsed ({exc})"
+    for cert in certificates:
+        if not _is_ca(cert):
+            return (
+                f"{path}: {cert.subject.rfc4514_string()} is not a CA certificate (basicConstraints CA:FALSE)"
+            )
+    return None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return True  # an old v1 root without extensions: OpenSSL accepts it as a trust anchor

@@ -175,6 +175,7 @@ def test_firewall_false_keeps_the_guard_and_drops_the_fence() -> None:
         "redis",
         "guard",
         "resolver",
+        "dane-policy",
         "mta-sts",
     }
 
@@ -192,6 +193,7 @@ def test_disabled_bans_render_neither_service_nor_the_policy() -> None:
         "rspamd",
         "redis",
         "resolver",
+        "dane-policy",
         "mta-sts",
     }
     assert auth_ban_settings(disabled).firewall is False

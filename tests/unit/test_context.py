@@ -234,6 +234,7 @@ def test_context_ties_it_together(tmp_path: Path) -> None:
         "redis": 6379,
         "guard": 8425,
         "mta_sts": 8461,
+        "dane_policy": 8462,
     }
     assert context.message_size == 512 * 1024
     assert context.virtual_domains == ["ctx.example\tOK", "shop.example\tOK"]

@@ -105,7 +105,7 @@ def test_online_everything_that_looks_names_up_asks_the_resolver() -> None:
     assert address == resolver_address(default_internal_subnet("world-a"))
     assert services["resolver"]["networks"]["back"] == {"ipv4_address": address}
     assert services["resolver"]["cap_add"] == []
-    for name in ("postfix", "rspamd", "mta-sts"):
+    for name in ("postfix", "rspamd", "mta-sts", "dane-policy"):
         assert services[name]["dns"] == [address], name
     assert "dns" not in services["dovecot"]
     back = project["networks"]["back"]  # type: ignore[index]
@@ -116,7 +116,10 @@ def test_online_everything_that_looks_names_up_asks_the_resolver() -> None:
     assert f'nameserver = ["{address}:53"];' in files["config/rspamd/local.d/options.inc"]
     main_cf = files["config/postfix/main.cf"]
     assert "\nsmtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n" in main_cf
-    assert "\nsmtp_tls_policy_maps = socketmap:inet:mta-sts:8461:postfix\n" in main_cf
+    maps = "socketmap:inet:dane-policy:8462:dane, socketmap:inet:mta-sts:8461:postfix"
+    assert f"\nsmtp_tls_policy_maps = {maps}\n" in main_cf  # DANE first (RFC 8461 §2)
+    assert "\nsmtp_tls_CApath = /etc/ssl/certs\n" in main_cf
+    assert "smtp_tls_CAfile" not in main_cf  # no tls.outbound_ca_bundle
     dmarc = files["config/rspamd/local.d/dmarc.conf"]
     assert 'quarantine = "add header";' in dmarc
     assert 'reject = "reject";' in dmarc

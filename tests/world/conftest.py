@@ -17,7 +17,7 @@ import pytest
 
 from mailstack import engine
 from tests.world.net import taken_networks
-from tests.world.sites import WorldStack, bring_up, write_site
+from tests.world.sites import WorldStack, bring_up, export_ca, write_site
 from tests.world.world import World
 
 NOTES: list[str] = []
@@ -42,25 +42,17 @@ def world() -> Iterator[World]:
 
 @pytest.fixture(scope="session")
 def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
-    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL) and site B (b.test,
-    DMARC p=quarantine, sends DMARC reports), up side by side; one pair for the whole session
-    (bringing a pair up is most of the world's time), so a test that stops a service starts it
-    again."""
+    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL, trusts B's CA for
+    outbound TLS) and site B (b.test, DMARC p=quarantine, sends DMARC reports, serves an
+    MTA-STS enforce policy over HTTPS with a certificate of its local CA), up side by side; one
+    pair for the whole session (bringing a pair up is most of the world's time), so a test that
+    stops a service starts it again."""
     base = tmp_path_factory.mktemp("world-sites")
     used = taken_networks(docker.from_env())
-    a = write_site(
-        world,
-        base / "a",
-        "a.test",
-        ["anna", "arne"],
-        dmarc="reject",
-        dnsbl=["dnsbl.test*3"],
-        ipv6=True,
-        taken=used,
-    )
-    # B sends DMARC reports (test_dmarc_reports); nothing else of the world depends on that. It
-    # bans after 4 failed logins (test_ipv6); the tests' own logins come from the host's world
-    # addresses (the gateways), which are exempt.
+    # B first: A's site file names B's CA (B's render makes it). B sends DMARC reports
+    # (test_dmarc_reports) and publishes MTA-STS (test_mta_sts); nothing else depends on that.
+    # It bans after 4 failed logins (test_ipv6); the tests' own logins never fail. Both sites
+    # listen on a world IPv6 address too.
     b = write_site(
         world,
         base / "b",
@@ -70,6 +62,18 @@ def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         dmarc_reports=True,
         ipv6=True,
         auth_ban={"failures": 4, "window": 120, "ban": 120, "exempt": world.gateways()},
+        https=True,
+        taken=used,
+    )
+    a = write_site(
+        world,
+        base / "a",
+        "a.test",
+        ["anna", "arne"],
+        dmarc="reject",
+        dnsbl=["dnsbl.test*3"],
+        outbound_ca_bundle=export_ca(b, base / "b-ca.pem"),
+        ipv6=True,
         taken=used,
     )
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -72,13 +72,18 @@ def write_site(
     dmarc: str = "reject",
     dnsbl: list[str] | None = None,
     dmarc_reports: bool = False,
+    https: bool = False,
+    outbound_ca_bundle: Path | None = None,
     ipv6: bool = False,
     auth_ban: dict[str, object] | None = None,
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
     """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords).
-    ``ipv6``: it listens on a world IPv6 address too. ``auth_ban``: bans after failed logins
-    (default: none, since the tests' logins all come from the host's world address)."""
+
+    ``https``: the web service publishes port 443, so the site serves its MTA-STS policy at
+    mta-sts.<domain>; ``outbound_ca_bundle``: CAs the site trusts for other servers' TLS;
+    ``ipv6``: it listens on a world IPv6 address too; ``auth_ban``: bans after failed logins
+    (default: none)."""
     hostname = f"mail.{domain}"
     passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
     site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
@@ -93,10 +98,13 @@ def write_site(
         "admin_email": next(iter(passwords)),
         "network": {
             "bind": [world.address_for(hostname), *ipv6_bind],
-            "ports": PORTS,
+            "ports": {**PORTS, **({"https": 443} if https else {})},
             "internal_subnet": subnet,
         },
-        "tls": {"mode": "selfsigned"},
+        "tls": {
+            "mode": "selfsigned",
+            **({"outbound_ca_bundle": str(outbound_ca_bundle)} if outbound_ca_bundle else {}),
+        },
         "dns": {"ttl": 60, "dmarc": {"policy": dmarc}, "resolver": world.resolver()},
         "abuse": {
             "auth_ban": auth_ban or {"enabled": False},
@@ -121,6 +129,14 @@ def write_site(
         domain=domain,
         address6=ipv6_bind[0] if ipv6_bind else "",
     )
+
+
+def export_ca(site: WorldStack, target: Path) -> Path:
+    """The site's local CA certificate (tls.mode selfsigned), as a company would hand its CA
+    to partners: a public copy, readable by everyone."""
+    target.write_bytes(site.ca_path.read_bytes())
+    target.chmod(0o644)
+    return target
 
 
 def _project(site_path: Path, base: Path) -> engine.Project:

@@ -108,7 +108,7 @@ def queued_for(site: WorldStack, recipient: str) -> list[str]:
     ]
 
 
-def delivered_after_flush(sender: WorldStack, recipient: str) -> None:
+def delivered_after_flush(sender: WorldStack, recipient: str, *, timeout: float = MAIL_TIMEOUT) -> None:
     """Queue runs every few seconds (as Postfix's own retries would, only sooner) until the
     sender's queue holds nothing for ``recipient``; else its queue and log lines."""
 
@@ -119,7 +119,7 @@ def delivered_after_flush(sender: WorldStack, recipient: str) -> None:
         return False
 
     try:
-        wait_until(f"{recipient} to leave the sender's queue", gone, timeout=MAIL_TIMEOUT, interval=5)
+        wait_until(f"{recipient} to leave the sender's queue", gone, timeout=timeout, interval=5)
     except AssertionError as exc:
         domain = recipient.rpartition("@")[2]
         tail = [line for line in sender.logs("postfix", 400).splitlines() if domain in line]
