@@ -159,7 +159,8 @@ class Deployment:
             "hostname": self.hostname,
             "admin_email": entries[0]["address"],
             "offline": True,  # the server reaches nothing beyond this machine
-            "network": {"bind": "0.0.0.0", "ports": STANDARD_PORTS},  # inside the server
+            # The default bind (0.0.0.0 and ::) inside the server: its front network gets IPv6.
+            "network": {"ports": STANDARD_PORTS},
             "tls": {"mode": "acme", "acme": {"email": entries[0]["address"], "directory_url": UNANSWERED_CA}},
             "limits": {"message_size": "10M"},
             "domains": [{"name": self.domain}],

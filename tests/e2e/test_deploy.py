@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from mailstack.site.front import front_gateway6
+from mailstack.site.loader import load_site
 from mailstack.vault import is_encrypted_state
 from tests.e2e.deployment import MAILSTACK, STANDARD_PORTS, Deployment, DeployRun
 from tests.e2e.hardening import (
@@ -252,6 +254,24 @@ class TestDeployLifecycle:
         assert first in site.pop3_subjects("alice")  # 995
         site.first_subject = first
         site.done.add("round trip")
+
+    def test_smtp_answers_over_ipv6_on_the_server(self, deployment: Deployment) -> None:
+        """The default bind includes ::, so the server's Docker (ip6tables on, from the role)
+        gave the front network an IPv6 subnet and DNATs IPv6 connections into it: from the
+        server itself, to its address on that network, Postfix greets."""
+        site, server = deployment, deployment.server
+        needs(site, "deployed")
+        subnet6 = load_site(site.site_path).front_subnet6
+        assert subnet6 is not None, "the default bind has no IPv6 address"
+        probe = (
+            "import socket, sys\n"
+            "with socket.create_connection((sys.argv[1], 25), timeout=30) as s:\n"
+            "    print(s.makefile('rb').readline().decode().strip())\n"
+        )
+        greeting = server.exec(["python3", "-c", probe, front_gateway6(subnet6)]).stdout.strip()
+        assert greeting.startswith("220"), f"no SMTP greeting over IPv6: {greeting!r}"
+        daemon = json.loads(server.exec(["cat", "/etc/docker/daemon.json"]).stdout)
+        assert daemon.get("ip6tables") is True, daemon
 
     # --- the host as mailstack_harden left it (issue #5, part 4), after the round trip ---
 

@@ -42,7 +42,7 @@ def test_spf_judges_the_forgers_own_ipv6_address(
     assert re.search(rf"spf={result} \(.*\) smtp\.mailfrom={re.escape(sender)}", results), results
     # B's Postfix saw the forger's IPv6 address, not a gateway's.
     received_by_b = " ".join(str(v) for v in received.get_all("Received", []))
-    assert f"[{forger.address6}]" in received_by_b, received_by_b
+    assert f"[IPv6:{forger.address6}]" in received_by_b, received_by_b
 
 
 def test_postscreen_turns_away_the_forger_listed_by_its_ipv6_address(

@@ -186,6 +186,7 @@ class World:
     def address6_for(self, hostname: str) -> str:
         """The world IPv6 address of a site's host name, for network.bind. Not published as
         AAAA: sites reach each other over IPv4 only (net.py); tests dial it directly."""
+        self.address_for(hostname)  # its IPv4 address (and A record) first: the same offset
         return str(self.net.add_host_address6(hostname.rstrip(".")))
 
     def add_site_records(self, zone_text: str) -> int:
