@@ -20,6 +20,9 @@ from tests.world.net import taken_networks
 from tests.world.sites import WorldStack, bring_up, write_site
 from tests.world.world import World
 
+# Site A's addresses under public suffixes: one whose mail B reports on, and its rua.
+REPORTED = "ada@example.com"
+RUA = "reports@example.net"
 NOTES: list[str] = []
 ACTIVE: list[World] = []
 
@@ -42,14 +45,27 @@ def world() -> Iterator[World]:
 
 @pytest.fixture(scope="session")
 def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
-    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL) and site B (b.test,
-    DMARC p=quarantine, sends DMARC reports), up side by side; one pair for the whole session
-    (bringing a pair up is most of the world's time), so a test that stops a service starts it
-    again."""
+    """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL; also example.com
+    and example.net) and site B (b.test, DMARC p=quarantine, sends DMARC reports), up side by
+    side; one pair for the whole session (bringing a pair up is most of the world's time), so a
+    test that stops a service starts it again."""
     base = tmp_path_factory.mktemp("world-sites")
     used = taken_networks(docker.from_env())
     a = write_site(
-        world, base / "a", "a.test", ["anna", "arne"], dmarc="reject", dnsbl=["dnsbl.test*3"], taken=used
+        world,
+        base / "a",
+        "a.test",
+        ["anna", "arne"],
+        dmarc="reject",
+        dnsbl=["dnsbl.test*3"],
+        # Under public suffixes, for DMARC reports (test_dmarc_reports): ada@example.com's mail
+        # is reported to reports@example.net, an address outside example.com (RFC 7489 §7.1).
+        more_domains=(
+            {"name": REPORTED.partition("@")[2], "dmarc": {"rua": [RUA]}},
+            {"name": RUA.partition("@")[2]},
+        ),
+        more_mailboxes=(REPORTED, RUA),
+        taken=used,
     )
     # B sends DMARC reports (test_dmarc_reports); nothing else of the world depends on that.
     b = write_site(

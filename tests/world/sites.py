@@ -71,11 +71,15 @@ def write_site(
     dmarc: str = "reject",
     dnsbl: list[str] | None = None,
     dmarc_reports: bool = False,
+    more_domains: tuple[dict[str, object], ...] = (),
+    more_mailboxes: tuple[str, ...] = (),
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
-    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords)."""
+    """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords),
+    and, after ``domain``, more domains (site file entries) with more mailboxes (addresses)."""
     hostname = f"mail.{domain}"
-    passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
+    addresses = [*(f"{local}@{domain}" for local in locals_), *more_mailboxes]
+    passwords = {a: f"{a.partition('@')[0]}-Pässwort-{secrets.token_urlsafe(8)}" for a in addresses}
     site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
     # The product's own choice (the site id's default /27, or the next free one), away from
     # every network and route of this host, and from the other sites written before.
@@ -90,7 +94,7 @@ def write_site(
         "dns": {"ttl": 60, "dmarc": {"policy": dmarc}, "resolver": world.resolver()},
         # Logins come from the host's world address: no bans, no fence in these tests.
         "abuse": {"auth_ban": {"enabled": False}, **({"dnsbl": dnsbl} if dnsbl is not None else {})},
-        "domains": [{"name": domain}],
+        "domains": [{"name": domain}, *more_domains],
         **({"reports": {"dmarc": {"enabled": True}}} if dmarc_reports else {}),
         "mailboxes": [
             {"address": address, "password_hash": hash_password(password, "SHA512-CRYPT")}
