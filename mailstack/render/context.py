@@ -108,6 +108,7 @@ class Context:
     back_network: BackNetwork | None  # its fixed subnet (online)
     dmarc_reports: DmarcReports | None  # reports.dmarc, when enabled
     dnsbl_sites: list[str]  # postscreen's
+    spamhaus_dqs: bool  # Rspamd asks Spamhaus over DQS, with the key from the state
     mta_sts_policy_map: str  # postfix's smtp_tls_policy_maps; empty offline
     lmtp_user_concurrency: int
     lmtp_concurrency: int
@@ -168,6 +169,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         back_network=back_network(site),
         dmarc_reports=dmarc_reports(site),
         dnsbl_sites=dnsbl_sites(site),
+        spamhaus_dqs=site.abuse.spamhaus_dqs and not site.offline,
         mta_sts_policy_map=mta_sts_policy_map(site, internal_ports()["mta_sts"]),
         lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
