@@ -10,7 +10,9 @@ from mailstack.site.models import Site
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # What a service reads from the state (or the operator), each file a compose secret.
-SecretKind = Literal["tls", "dkim", "rspamd_controller", "redis", "acme_ca_bundle", "outbound_ca_bundle"]
+SecretKind = Literal[
+    "tls", "dkim", "rspamd_controller", "redis", "spamhaus_dqs", "acme_ca_bundle", "outbound_ca_bundle"
+]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,11 @@ vault_app = typer.Typer(
 )
 app.add_typer(images_app, name="images")
 app.add_typer(tls_app, name="tls")
+secret_app = typer.Typer(
+    help="Secrets you were given (vendor keys), kept in the state.", no_args_is_help=True
+)
 app.add_typer(vault_app, name="vault")
+app.add_typer(secret_app, name="secret")
 
 
 def _version(value: bool) -> None:
@@ -62,6 +66,7 @@ images_app.command("build")(stack_commands.images_build)
 app.command()(stack_commands.purge)
 vault_app.command("encrypt")(site_commands.vault_encrypt)
 vault_app.command("decrypt")(site_commands.vault_decrypt)
+secret_app.command("set")(site_commands.secret_set)
 tls_app.command("status")(host_commands.tls_status)
 tls_app.command("renew")(host_commands.tls_renew)
 app.command()(site_commands.schema)

@@ -111,6 +111,15 @@ def sections(only: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return chosen
 
 
+def read_secret(name: str) -> str:
+    """A secret from standard input: asked without echo on a terminal, else its first line."""
+    value = getpass.getpass(f"{name}: ") if sys.stdin.isatty() else sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise UserError(f"{name}: nothing was given on standard input")
+    return value
+
+
 def read_password() -> str:
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")

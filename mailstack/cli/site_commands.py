@@ -19,6 +19,7 @@ from mailstack.cli.options import (
     VaultPassword,
     project,
     read_password,
+    read_secret,
     site_dir,
     user_errors,
 )
@@ -30,6 +31,8 @@ from mailstack.render import render_site
 from mailstack.site.loader import load_site
 from mailstack.site.schema import SCHEMA_RELPATH, schema_text
 from mailstack.starter import create_starter
+from mailstack.state import State, set_operator_secret
+from mailstack.state.layout import OPERATOR_SECRETS
 from mailstack.vault import Vault, decrypt_state, encrypt_state, open_vault
 
 out = show.out
@@ -120,6 +123,27 @@ def vault_decrypt(site: SitePath, vault_password_file: VaultPassword, state: Sta
     p = project(site, None, state)
     result = decrypt_state(p.state_dir, Vault(vault_password_file))
     out.print(f"decrypted {len(result.changed)} files in {p.state_dir} ({result.skipped} were plain)")
+
+
+@user_errors
+def secret_set(
+    site: SitePath,
+    name: Annotated[str, typer.Argument(help=f"Which secret: {', '.join(OPERATOR_SECRETS)}.")],
+    state: StateDir = None,
+    vault_password_file: VaultFile = None,
+) -> None:
+    """Keep a secret you were given (a vendor key) in the state, read from standard input.
+
+    Never an argument: it would stay in the shell history and show in the process list.
+    """
+    p = project(site, None, state)
+    value = read_secret(name)
+    files = State(p.state_dir, vault=open_vault(vault_password_file))
+    relpath = set_operator_secret(files, p.site.site, name, value)
+    out.print(
+        f"{name} kept in {p.state_dir / relpath} (0600); `mailstack up` (or deploy) gives it to the "
+        "services that use it, which read it when they start"
+    )
 
 
 def schema() -> None:

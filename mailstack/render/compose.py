@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mailstack import services
+from mailstack.errors import StateError
 from mailstack.render.acme import ACME_CA_BUNDLE, AcmeSettings
 from mailstack.render.tls import TLS_FILES_DIR
 from mailstack.service_types import Network as ServiceNetwork
@@ -18,6 +19,8 @@ from mailstack.services import OUTBOUND_CA_BUNDLE, STATE_MOUNT
 from mailstack.site.models import Site
 from mailstack.site.resolver import fixed_address
 from mailstack.state.view import StateView
+
+DQS_SECRET = "spamhaus_dqs"  # noqa: S105 - a name: the compose secret, named as its state file
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
     for name in ("rspamd_controller", "redis"):
         path = state.secret_files.get(name)
         by_kind[name] = [Secret(name, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")] if path else []
+    by_kind["spamhaus_dqs"] = _dqs_secret(site, state, state_rel)
     acme = site.tls.acme
     bundle = acme.ca_bundle if acme is not None else None
     by_kind["acme_ca_bundle"] = [Secret("acme_ca_bundle", bundle, ACME_CA_BUNDLE)] if bundle else []
@@ -244,6 +248,20 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
         [Secret("outbound_ca_bundle", outbound, OUTBOUND_CA_BUNDLE)] if outbound and not site.offline else []
     )
     return {s.name: [x for kind in s.reads for x in by_kind[kind]] for s in services.CATALOGUE}
+
+
+def _dqs_secret(site: Site, state: StateView, state_rel: str) -> list[Secret]:
+    """The Spamhaus DQS key (abuse.spamhaus_dqs), which the operator keeps in the state: only
+    its path is rendered, never the key."""
+    if not site.abuse.spamhaus_dqs or site.offline:
+        return []
+    path = state.secret_files.get(DQS_SECRET)
+    if path is None:
+        raise StateError(
+            "abuse.spamhaus_dqs is on, but the state has no Spamhaus DQS key: give it with "
+            "`mailstack secret set SITE spamhaus-dqs` (it reads the key from standard input)"
+        )
+    return [Secret(DQS_SECRET, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")]
 
 
 def _tls_secrets(site: Site, state: StateView, state_rel: str) -> list[Secret]:

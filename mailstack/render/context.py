@@ -118,6 +118,7 @@ class Context:
     dnsbl_sites: list[str]  # postscreen's
     tls_policy_maps: str  # postfix's smtp_tls_policy_maps; empty offline
     outbound_ca_file: str  # tls.outbound_ca_bundle inside postfix; empty: Debian's roots only
+    spamhaus_dqs: bool  # Rspamd asks Spamhaus over DQS, with the key from the state
     lmtp_user_concurrency: int
     lmtp_concurrency: int
     auth_ban: AuthBanSettings
@@ -182,6 +183,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         outbound_ca_file=services.OUTBOUND_CA_BUNDLE
         if site.tls.outbound_ca_bundle and not site.offline
         else "",
+        spamhaus_dqs=site.abuse.spamhaus_dqs and not site.offline,
         lmtp_user_concurrency=DOVECOT_LMTP_USER_CONCURRENCY,
         lmtp_concurrency=POSTFIX_LMTP_CONCURRENCY,
         auth_ban=auth_ban,

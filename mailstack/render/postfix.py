@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mailstack.site.models import Site
 
 # Local parts that RFC 5321 (postmaster) and RFC 2142 (abuse) require for every domain.
@@ -40,10 +42,22 @@ def tls_policy_maps(site: Site, ports: dict[str, int]) -> str:
 
 
 def dnsbl_sites(site: Site) -> list[str]:
-    """postscreen_dnsbl_sites: none offline (nothing would answer), else abuse.dnsbl or the default."""
+    """postscreen_dnsbl_sites: none offline (nothing would answer), else abuse.dnsbl or the default.
+
+    With a Spamhaus DQS key (abuse.spamhaus_dqs) the default leaves Spamhaus out: main.cf has
+    no include, so the key would sit in the rendered file; Rspamd asks Spamhaus over DQS
+    instead. A list the site gives is taken as written."""
     if site.offline:
         return []
-    return list(DEFAULT_DNSBL if site.abuse.dnsbl is None else site.abuse.dnsbl)
+    if site.abuse.dnsbl is not None:
+        return list(site.abuse.dnsbl)
+    if site.abuse.spamhaus_dqs:
+        return [entry for entry in DEFAULT_DNSBL if not _spamhaus(entry)]
+    return list(DEFAULT_DNSBL)
+
+
+def _spamhaus(entry: str) -> bool:
+    return re.split(r"[=*]", entry, maxsplit=1)[0].endswith(".spamhaus.org")
 
 
 def mydestination(site: Site) -> str:

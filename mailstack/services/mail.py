@@ -152,7 +152,9 @@ RSPAMD = Service(
             ("DKIM keys and passwords for the _rspamd workers, copied by the entrypoint.",),
         ),
     ),
-    reads=("dkim", "redis", "rspamd_controller"),
+    # spamhaus_dqs: only a site with abuse.spamhaus_dqs has it; the entrypoint hands it to
+    # rspamd as RSPAMD_SPAMHAUS_DQS_KEY, for rbl.conf's {= env.SPAMHAUS_DQS_KEY =}.
+    reads=("dkim", "redis", "rspamd_controller", "spamhaus_dqs"),
     networks=(Network("back"), Network("front", online_only=True)),
     networks_why=(
         "The milter (for postfix) and the controller are never published. Offline it needs",

@@ -69,4 +69,14 @@ class Abuse(Model):
     dnsbl_threshold: int = Field(
         default=3, ge=1, description="Sum of DNSBL weights at which postscreen rejects a client."
     )
+    spamhaus_dqs: bool = Field(
+        default=False,
+        description=(
+            "Ask Spamhaus through its Data Query Service (DQS) with the site's key, kept in the "
+            "state (`mailstack secret set SITE spamhaus-dqs`), never in the site file or the "
+            "rendered files. Rspamd then asks ZEN and DBL at <key>.*.dq.spamhaus.net, and the "
+            "default postscreen list leaves Spamhaus out (main.cf cannot carry a secret). "
+            "Refused on an offline site."
+        ),
+    )
     auth_ban: AuthBan = Field(default_factory=AuthBan)

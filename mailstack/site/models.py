@@ -279,6 +279,15 @@ class Site(Model):
         yield from self._exempt_everyone()
         yield from self._probe_address_taken()
         yield from report_rules(self)
+        yield from self._dqs_offline()
+
+    def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:
+        if self.offline and self.abuse.spamhaus_dqs:
+            yield (
+                ("abuse", "spamhaus_dqs"),
+                "Spamhaus DQS is asked over DNS, which an offline site has not; remove offline: "
+                "true or spamhaus_dqs",
+            )
 
     def _probe_address_taken(self) -> Iterator[tuple[Loc, str]]:
         taken = [("mailboxes", i, m.address) for i, m in enumerate(self.mailboxes)]

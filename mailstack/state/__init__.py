@@ -15,6 +15,8 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
     acme/status.json, account.json    written by the acme service (attempts, back-off, account)
     secrets/<name>                    internal service passwords
     secrets/probe_password            the probe mailbox's password (`mailstack check`)
+    secrets/spamhaus_dqs              the Spamhaus DQS key, given by the operator (`mailstack
+                                      secret set`; abuse.spamhaus_dqs); the one file replaced
     probe/password_hash               its hash, rendered like the site's mailbox hashes
 
 Nothing here is ever replaced: files are created with O_EXCL semantics, and a re-render
@@ -34,13 +36,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import secrets
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from mailstack.errors import StateError
 from mailstack.passwords import hash_token
 from mailstack.site.models import Site
 from mailstack.state.acme import acme_files, acme_tlsa, adopt_acme
@@ -57,7 +61,7 @@ from mailstack.state.crypto import (
     spki_sha256,
 )
 from mailstack.state.files import StateFiles
-from mailstack.state.layout import PROBE_HASH, PROBE_PASSWORD, SECRET_NAMES
+from mailstack.state.layout import OPERATOR_SECRETS, PROBE_HASH, PROBE_PASSWORD, SECRET_NAMES
 from mailstack.state.version import check_format
 from mailstack.state.view import DkimKey, StateView, TlsaKey
 
@@ -75,6 +79,11 @@ class State(StateFiles):
         elif site.tls.mode == "acme":
             tls_files = acme_files(self, site.hostname, server_names(site), self._local_ca(site.hostname))
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
+        # What the operator gave (`mailstack secret set`), by its file's name; rendering asks
+        # for the ones the site needs.
+        secret_files |= {
+            PurePosixPath(path).name: path for path in OPERATOR_SECRETS.values() if self.exists(path)
+        }
         tlsa = self._tlsa(site)
         probe_hash = self._probe_hash()
         if self.write:
@@ -167,3 +176,26 @@ class State(StateFiles):
         relpath = f"secrets/{name}"
         self.create(relpath, lambda: secrets.token_urlsafe(32).encode() + b"\n")
         return relpath
+
+
+# A Spamhaus DQS key is one DNS label (it prefixes the zones: <key>.zen.dq.spamhaus.net);
+# Spamhaus hands out 26 lower-case letters and digits.
+DQS_KEY = re.compile(r"[a-z0-9]{16,63}")
+
+
+def set_operator_secret(state: State, site_id: str, name: str, value: str) -> str:
+    """Keep a secret the operator gives (``name`` of OPERATOR_SECRETS) in the state of site
+    ``site_id``, replacing an earlier one; the file's path inside the state."""
+    relpath = OPERATOR_SECRETS.get(name)
+    if relpath is None:
+        raise StateError(f"unknown secret {name!r}; one of: {', '.join(OPERATOR_SECRETS)}")
+    if name == "spamhaus-dqs" and not DQS_KEY.fullmatch(value):
+        raise StateError(
+            "a Spamhaus DQS key is 16 to 63 lower-case letters and digits (as in the Spamhaus "
+            "account's DQS page); what was given is not"
+        )
+    check_format(state, site_id)  # a state made by this command is a state like any other
+    state.replace(relpath, value.encode() + b"\n")
+    if state.write:
+        state.tighten_modes()
+    return relpath

@@ -106,6 +106,21 @@ class StateFiles:
             content = self.vault.encrypt(content)
         _write_new(target, content)
 
+    def replace(self, relpath: str, content: bytes) -> None:
+        """Write ``content`` to ``relpath`` whether or not it exists (a secret the operator
+        gives, such as a vendor key): 0600, encrypted when the state is. An existing file is
+        rewritten in place, keeping its inode, as compose binds secret files by inode."""
+        target = self.root / relpath
+        if not self.write:
+            self._pending[relpath] = content
+            return
+        if not target.exists():
+            self.create(relpath, lambda: content)  # encrypts like every new file
+            return
+        if self.vault is not None and self._vaulted():
+            content = self.vault.encrypt(content)
+        _rewrite(target, content)
+
     def _vaulted(self) -> bool:
         """The state is kept encrypted: its first secret is (state.json never is)."""
         marker = self.root / "secrets" / SECRET_NAMES[0]
@@ -126,11 +141,7 @@ class StateFiles:
             return
         if target.read_bytes().startswith(VAULT_HEADER) and self.vault is not None:
             content = self.vault.encrypt(content)
-        with target.open("r+b") as handle:
-            handle.write(content)
-            handle.truncate()
-            handle.flush()
-            os.fsync(handle.fileno())
+        _rewrite(target, content)
 
     def tighten_modes(self) -> None:
         for path in [self.root, *sorted(self.root.rglob("*"))]:
@@ -138,6 +149,15 @@ class StateFiles:
             if stat.S_IMODE(path.stat().st_mode) != wanted:
                 path.chmod(wanted)
                 self.changes.fixed_modes.append(str(path.relative_to(self.root)) or ".")
+
+
+def _rewrite(target: Path, content: bytes) -> None:
+    """Replace ``target``'s content in place, keeping its inode (and mode)."""
+    with target.open("r+b") as handle:
+        handle.write(content)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_new(target: Path, content: bytes) -> None:

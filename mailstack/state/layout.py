@@ -7,6 +7,8 @@ SECRET_NAMES = ("rspamd_controller", "redis")
 # The probe mailbox's hash is rendered into Dovecot's users file like every mailbox's hash
 # (those sit in the site file, in git); the password, 144 random bits, stays a secret.
 PROBE_PASSWORD, PROBE_HASH = "secrets/probe_password", "probe/password_hash"
+# Secrets the operator gives (`mailstack secret set`), never made by mailstack: name → file.
+OPERATOR_SECRETS = {"spamhaus-dqs": "secrets/spamhaus_dqs"}
 
 SERVER_KINDS = ("ecdsa", "rsa")
 # tls.mode acme (the acme service's side: compose/images/acme/)

@@ -20,6 +20,9 @@ from tests.world.net import taken_networks
 from tests.world.sites import WorldStack, bring_up, export_ca, write_site
 from tests.world.world import World
 
+# Site A's addresses under public suffixes: one whose mail B reports on, and its rua.
+REPORTED = "ada@example.com"
+RUA = "reports@example.net"
 NOTES: list[str] = []
 ACTIVE: list[World] = []
 
@@ -43,10 +46,10 @@ def world() -> Iterator[World]:
 @pytest.fixture(scope="session")
 def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorldStack, WorldStack]]:
     """Site A (a.test, DMARC p=reject, postscreen asks the world's DNSBL, trusts B's CA for
-    outbound TLS) and site B (b.test, DMARC p=quarantine, sends DMARC reports, serves an
-    MTA-STS enforce policy over HTTPS with a certificate of its local CA), up side by side; one
-    pair for the whole session (bringing a pair up is most of the world's time), so a test that
-    stops a service starts it again."""
+    outbound TLS; also example.com and example.net) and site B (b.test, DMARC p=quarantine,
+    sends DMARC reports, serves an MTA-STS enforce policy over HTTPS with a certificate of its
+    local CA), up side by side; one pair for the whole session (bringing a pair up is most of
+    the world's time), so a test that stops a service starts it again."""
     base = tmp_path_factory.mktemp("world-sites")
     used = taken_networks(docker.from_env())
     # B first: A's site file names B's CA (B's render makes it). B sends DMARC reports
@@ -74,6 +77,13 @@ def sites(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         dnsbl=["dnsbl.test*3"],
         outbound_ca_bundle=export_ca(b, base / "b-ca.pem"),
         ipv6=True,
+        # Under public suffixes, for DMARC reports (test_dmarc_reports): ada@example.com's mail
+        # is reported to reports@example.net, an address outside example.com (RFC 7489 §7.1).
+        more_domains=(
+            {"name": REPORTED.partition("@")[2], "dmarc": {"rua": [RUA]}},
+            {"name": RUA.partition("@")[2]},
+        ),
+        more_mailboxes=(REPORTED, RUA),
         taken=used,
     )
     with ThreadPoolExecutor(max_workers=2) as pool:

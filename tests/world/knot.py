@@ -1,9 +1,14 @@
-"""The world's authoritative DNS: Knot serving one DNSSEC-signed zone, ``test.``.
+"""The world's authoritative DNS: Knot serving DNSSEC-signed zones, ``test.`` and two under
+public suffixes, ``example.com.`` and ``example.net.`` (RFC 2606 names, served only inside
+the world network).
 
-Every world domain (a.test, b.test, forger.test, dnsbl.test) is a name inside that one zone,
-without delegations, so a validating resolver needs a single trust anchor: the zone's DS.
-Knot signs the zone when it loads it and again after every dynamic update (RFC 2136, signed
-with TSIG), bumping the serial; the harness only ever sends updates and queries.
+Every world domain of ``test.`` (a.test, b.test, forger.test, dnsbl.test) is a name inside
+that one zone, without delegations. The other two exist because Rspamd's DMARC reporter
+only reports about, and to, domains under a public suffix (the public suffix list has no
+``test``); site A hosts them. Each zone has one key, so a validating resolver needs one trust
+anchor per zone: its DS. Knot signs a zone when it loads it and again after every dynamic
+update (RFC 2136, signed with TSIG), bumping its serial; the harness only ever sends updates
+and queries.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ import dns.zonefile
 from docker.models.containers import Container
 
 ZONE = dns.name.from_text("test.")
+# Under public suffixes (com, net): Rspamd's DMARC reporter drops domains outside them.
+PUBLIC_ZONES = (dns.name.from_text("example.com."), dns.name.from_text("example.net."))
+ZONES = (ZONE, *PUBLIC_ZONES)
 TSIG_NAME = "world-update."
 TTL = 60  # short, so that a resolver's cache never hides a change for long
 QUERY_TIMEOUT = 3.0
@@ -68,28 +76,46 @@ policy:
     # One key signs everything: its DS is the whole trust anchor.
     single-type-signing: on
 
-zone:
-  - domain: test.
-    file: /var/lib/knot/zones/test.zone
-    # The harness owns the zone file: Knot never writes it back, updates live in the journal.
+template:
+  - id: default
+    # The harness owns the zone files: Knot never writes them back, updates live in the journal.
     zonefile-sync: -1
     journal-content: changes
     serial-policy: increment
     dnssec-signing: on
     dnssec-policy: world
     acl: world-update
+
+zone:
+{zones}
 """
 
 
-def zone_text(ns4: ipaddress.IPv4Address, ns6: ipaddress.IPv6Address, records: Iterable[str]) -> str:
-    """The zone as Knot first loads it: SOA, NS and the given records (absolute names)."""
+def zone_file(zone: dns.name.Name) -> str:
+    """Where the zone's file is copied into the Knot container."""
+    return f"/var/lib/knot/zones/{zone.to_text(omit_final_dot=True)}.zone"
+
+
+def zone_of(name: dns.name.Name | str) -> dns.name.Name:
+    """The world zone that holds ``name`` (ValueError outside every one)."""
+    name = dns.name.from_text(name) if isinstance(name, str) else name
+    for zone in ZONES:
+        if name.is_subdomain(zone):
+            return zone
+    raise ValueError(f"{name} is in none of the world's zones {[z.to_text() for z in ZONES]}")
+
+
+def zone_text(
+    ns4: ipaddress.IPv4Address, ns6: ipaddress.IPv6Address, records: Iterable[str], zone: dns.name.Name = ZONE
+) -> str:
+    """A zone as Knot first loads it: SOA, NS and the given records (absolute names). Every
+    zone names ns.test. as its server; its address lives in test."""
     head = [
-        "$ORIGIN test.",
+        f"$ORIGIN {zone}",
         f"$TTL {TTL}",
         f"@ SOA ns.test. hostmaster.test. 1 {TTL} {TTL} 86400 {TTL}",
         "@ NS ns.test.",
-        f"ns A {ns4}",
-        f"ns AAAA {ns6}",
+        *([f"ns A {ns4}", f"ns AAAA {ns6}"] if zone == ZONE else []),
     ]
     return "\n".join([*head, *records]) + "\n"
 
@@ -108,14 +134,17 @@ def files_tar(files: dict[str, str]) -> bytes:
 
 def parse_records(text: str) -> list[dns.rrset.RRset]:
     """The records of zone-file text (``mailstack dns --format zone``: $ORIGIN sections,
-    absolute names), every one inside ``test.``."""
+    absolute names), every one inside a world zone."""
     # read_rrsets takes no directives; mailstack's names are absolute and its TTLs explicit,
     # so the $ORIGIN and $TTL lines say nothing the records do not.
     records = "\n".join(line for line in text.splitlines() if not line.startswith(("$ORIGIN", "$TTL")))
-    rrsets = dns.zonefile.read_rrsets(records, rdclass=None, default_ttl=TTL, origin=ZONE, relativize=False)
-    outside = sorted({str(r.name) for r in rrsets if not r.name.is_subdomain(ZONE)})
+    # Origin the root: dnspython skips, without a word, records outside the origin it is given.
+    rrsets = dns.zonefile.read_rrsets(
+        records, rdclass=None, default_ttl=TTL, origin=dns.name.root, relativize=False
+    )
+    outside = sorted({str(r.name) for r in rrsets if not any(r.name.is_subdomain(z) for z in ZONES)})
     if outside:
-        raise ValueError(f"records outside the world's zone {ZONE}: {outside}")
+        raise ValueError(f"records outside the world's zones {[z.to_text() for z in ZONES]}: {outside}")
     return rrsets
 
 
@@ -134,7 +163,8 @@ class DnsServer:
 
     @staticmethod
     def config(secret: str) -> str:
-        return KNOT_CONF.format(tsig_name=TSIG_NAME, secret=secret)
+        zones = "\n".join(f"  - domain: {zone}\n    file: {zone_file(zone)}" for zone in ZONES)
+        return KNOT_CONF.format(tsig_name=TSIG_NAME, secret=secret, zones=zones)
 
     # -- queries ---------------------------------------------------------------------------
     def query(self, name: str, rtype: str, *, dnssec: bool = True) -> dns.message.Message:
@@ -151,42 +181,51 @@ class DnsServer:
         sigs = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.RRSIG, qtype)
         return found, sigs
 
-    def serial(self) -> int:
-        soa, _ = self.rrset("test.", "SOA")
+    def serial(self, zone: dns.name.Name = ZONE) -> int:
+        soa, _ = self.rrset(zone.to_text(), "SOA")
         if soa is None:
-            raise AssertionError("the world's DNS answers no SOA for test.")
+            raise AssertionError(f"the world's DNS answers no SOA for {zone}")
         return int(soa[0].serial)
 
     def wait_ready(self, timeout: float = 20) -> None:
-        """Until the signed zone is served: an SOA with its RRSIG."""
+        """Until every zone is served signed: an SOA with its RRSIG."""
         deadline, last = time.monotonic() + timeout, "no answer yet"
-        while time.monotonic() < deadline:
+        pending = list(ZONES)
+        while pending and time.monotonic() < deadline:
             try:
-                soa, sig = self.rrset("test.", "SOA")
+                soa, sig = self.rrset(pending[0].to_text(), "SOA")
                 if soa is not None and sig is not None:
-                    return
-                last = "SOA served without RRSIG (not signed yet)"
+                    pending.pop(0)
+                    continue
+                last = f"{pending[0]} SOA served without RRSIG (not signed yet)"
             except (OSError, dns.exception.DNSException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last = f"{pending[0]}: {type(exc).__name__}: {exc}"
             time.sleep(0.1)
+        if not pending:
+            return
         logs = self.container.logs(tail=30).decode(errors="replace")
         raise AssertionError(
-            f"gave up after {timeout:.0f}s waiting for Knot at {self.address} to serve the signed zone "
-            f"test. ({last}); its log:\n{logs}"
+            f"gave up after {timeout:.0f}s waiting for Knot at {self.address} to serve the signed zones "
+            f"{[z.to_text() for z in pending]} ({last}); its log:\n{logs}"
         )
 
     # -- trust anchor ----------------------------------------------------------------------
-    def trust_anchor(self) -> str:
+    def trust_anchor(self, zone: dns.name.Name = ZONE) -> str:
         """The zone's DS (SHA-256) in presentation format, ``test. DS <tag> 13 2 <hex>``, as
         Knot's key store has it (keymgr), not as the server answers."""
-        code, output = self.container.exec_run(["keymgr", "-c", "/etc/knot/knot.conf", "test.", "ds"])
+        command = ["keymgr", "-c", "/etc/knot/knot.conf", zone.to_text(), "ds"]
+        code, output = self.container.exec_run(command)
         if code != 0:
-            raise AssertionError(f"keymgr test. ds failed ({code}): {output.decode(errors='replace')}")
+            raise AssertionError(f"keymgr {zone} ds failed ({code}): {output.decode(errors='replace')}")
         lines = [line for line in output.decode().splitlines() if line.split()[1:2] == ["DS"]]
         sha256 = [line for line in lines if line.split()[4] == "2"]
         if len(sha256) != 1:
-            raise AssertionError(f"expected one SHA-256 DS of test., keymgr printed: {lines}")
+            raise AssertionError(f"expected one SHA-256 DS of {zone}, keymgr printed: {lines}")
         return " ".join(sha256[0].split())
+
+    def trust_anchors(self) -> list[str]:
+        """The DS of every world zone: what a validating resolver needs."""
+        return [self.trust_anchor(zone) for zone in ZONES]
 
     def trust_anchor_rrset(self) -> dns.rrset.RRset:
         name, rdtype, rdata = self.trust_anchor().split(" ", 2)
@@ -198,39 +237,44 @@ class DnsServer:
         if response.rcode() != dns.rcode.NOERROR:
             raise AssertionError(f"the world's DNS refused an update: {dns.rcode.to_text(response.rcode())}")
 
-    def new_update(self) -> dns.update.UpdateMessage:
+    def new_update(self, zone: dns.name.Name = ZONE) -> dns.update.UpdateMessage:
         keyring = dns.tsigkeyring.from_text({TSIG_NAME: self.tsig_secret})
-        return dns.update.UpdateMessage(ZONE, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
+        return dns.update.UpdateMessage(zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
 
     def replace(
         self, name: str, rtype: str, values: Sequence[str], *, ttl: int = TTL, timeout: float = 10
     ) -> int:
         """Make ``values`` the whole RRset ``name``/``rtype`` (none: delete it); Knot re-signs
-        it and bumps the serial. Waits until it is served signed; returns the new serial."""
-        before = self.serial()
-        update = self.new_update()
+        it and bumps its zone's serial. Waits until it is served signed; returns the new serial."""
+        zone = zone_of(name)
+        before = self.serial(zone)
+        update = self.new_update(zone)
         if values:
             update.replace(name, ttl, rtype, *values)
         else:
             update.delete(name, rtype)
         self.update(update)
         self.wait_served(name, rtype, values, after_serial=before, timeout=timeout)
-        return self.serial()
+        return self.serial(zone)
 
     def add_rrsets(self, rrsets: Iterable[dns.rrset.RRset]) -> int:
-        """Replace each RRset's name/type with it, all in one update; returns the new serial."""
-        rrsets = list(rrsets)
-        before = self.serial()
-        update = self.new_update()
+        """Replace each RRset's name/type with it, one update per zone; returns the new serial
+        of ``test.`` (or of the one zone touched when that is another)."""
+        by_zone: dict[dns.name.Name, list[dns.rrset.RRset]] = {}
         for rrset in rrsets:
-            update.replace(rrset.name, rrset)
-        self.update(update)
-        for rrset in rrsets:
-            values = [r.to_text() for r in rrset]
-            self.wait_served(
-                str(rrset.name), dns.rdatatype.to_text(rrset.rdtype), values, after_serial=before
-            )
-        return self.serial()
+            by_zone.setdefault(zone_of(rrset.name), []).append(rrset)
+        for zone, members in by_zone.items():
+            before = self.serial(zone)
+            update = self.new_update(zone)
+            for rrset in members:
+                update.replace(rrset.name, rrset)
+            self.update(update)
+            for rrset in members:
+                values = [r.to_text() for r in rrset]
+                self.wait_served(
+                    str(rrset.name), dns.rdatatype.to_text(rrset.rdtype), values, after_serial=before
+                )
+        return self.serial(ZONE if ZONE in by_zone or not by_zone else next(iter(by_zone)))
 
     def wait_served(
         self, name: str, rtype: str, values: Sequence[str], *, after_serial: int, timeout: float = 10
@@ -245,7 +289,7 @@ class DnsServer:
         while time.monotonic() < deadline:
             found, sig = self.rrset(name, rtype)
             served = set(found) if found is not None else set()
-            serial = self.serial()
+            serial = self.serial(zone_of(name))
             if served == wanted and (sig is not None or not wanted) and serial > after_serial:
                 return
             shown = sorted(r.to_text() for r in served)

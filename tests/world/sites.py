@@ -76,6 +76,8 @@ def write_site(
     outbound_ca_bundle: Path | None = None,
     ipv6: bool = False,
     auth_ban: dict[str, object] | None = None,
+    more_domains: tuple[dict[str, object], ...] = (),
+    more_mailboxes: tuple[str, ...] = (),
     taken: list[ipaddress.IPv4Network],
 ) -> WorldStack:
     """The site file of ``domain`` with these mailboxes (SHA512-CRYPT hashes of UTF-8 passwords).
@@ -83,9 +85,11 @@ def write_site(
     ``https``: the web service publishes port 443, so the site serves its MTA-STS policy at
     mta-sts.<domain>; ``outbound_ca_bundle``: CAs the site trusts for other servers' TLS;
     ``ipv6``: it listens on a world IPv6 address too; ``auth_ban``: bans after failed logins
-    (default: none)."""
+    (default: none); ``more_domains`` (site file entries) with ``more_mailboxes`` (addresses):
+    after ``domain``."""
     hostname = f"mail.{domain}"
-    passwords = {f"{local}@{domain}": f"{local}-Pässwort-{secrets.token_urlsafe(8)}" for local in locals_}
+    addresses = [*(f"{local}@{domain}" for local in locals_), *more_mailboxes]
+    passwords = {a: f"{a.partition('@')[0]}-Pässwort-{secrets.token_urlsafe(8)}" for a in addresses}
     site_id = f"world-{domain.split('.')[0]}-{secrets.token_hex(3)}"
     # The product's own choice (the site id's default /27, or the next free one), away from
     # every network and route of this host, and from the other sites written before.
@@ -110,7 +114,7 @@ def write_site(
             "auth_ban": auth_ban or {"enabled": False},
             **({"dnsbl": dnsbl} if dnsbl is not None else {}),
         },
-        "domains": [{"name": domain}],
+        "domains": [{"name": domain}, *more_domains],
         **({"reports": {"dmarc": {"enabled": True}}} if dmarc_reports else {}),
         "mailboxes": [
             {"address": address, "password_hash": hash_password(password, "SHA512-CRYPT")}

@@ -1,17 +1,23 @@
 """DMARC aggregate reports (RFC 7489 §7.2) between the world's sites. B sends reports
-(reports.dmarc): it keeps the DMARC result of A's mail, and its dmarc-reports service runs
-on demand. What leaves by the reporter's own transport (Rspamd's lua_smtp, as rspamadm
-sends) reaches A DKIM-signed by B; nobody else may use that transport, nor another From.
+(reports.dmarc): it keeps the DMARC result of A's mail, and its dmarc-reports service, run
+on demand here, mails a real report to the rua at A, DKIM-signed by B. What leaves by the
+reporter's own transport (Rspamd's lua_smtp, as rspamadm sends) reaches A; nobody else may
+use that transport, nor another From.
 
-The world's domains end in .test, which is not in the public suffix list: Rspamd 3.12's
-reporter parses rua= addresses as URLs and drops those outside it ("invalid rua url"), so
-in this world the run finds A's results and sends no report itself (see the README)."""
+Rspamd 3.12's reporter (lualib/rspamadm/dmarc_report.lua) parses the rua= addresses and the
+reported domain as URLs against the public suffix list and drops what is outside it
+("invalid rua url"): .test is not in the list. So the report is about ada@example.com's mail
+and goes to reports@example.net, both hosted by A under the world's example.com. and
+example.net. zones. The rua is outside the reported domain, so the reporter first asks for
+A's authorisation, example.com._report._dmarc.example.net (RFC 7489 §7.1), which
+`mailstack dns` publishes."""
 
 from __future__ import annotations
 
 import gzip
 import re
 import time
+import xml.etree.ElementTree as ET
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
@@ -20,12 +26,16 @@ import pytest
 
 from mailstack.render.reports import dmarc_reports
 from mailstack.services import DMARC_REPORTS_SCRIPT
+from mailstack.site.reports import dmarc_org_name, dmarc_sender
 from tests.integration.stack import make_message, parse, token
+from tests.world.conftest import REPORTED, RUA
 from tests.world.sites import WorldStack, authentication_results
+from tests.world.world import World
 
 pytestmark = pytest.mark.world
 
 MAIL_TIMEOUT = 90.0
+REPORTED_DOMAIN, RUA_DOMAIN = REPORTED.partition("@")[2], RUA.partition("@")[2]
 
 
 def send_reports_now(site: WorldStack) -> str:
@@ -77,19 +87,94 @@ end)
     return verdicts[-1]
 
 
-def test_b_keeps_the_dmarc_results_of_a_mail_and_its_reporter_finds_them(
-    sites: tuple[WorldStack, WorldStack],
+def mail_to_be_reported(a: WorldStack, b: WorldStack, tag: str) -> None:
+    """ada@example.com (at A) writes to B; once delivered, B has kept its DMARC result for the rua."""
+    berta = b.address("berta")
+    subject = token(tag)
+    a.submit(REPORTED, make_message(REPORTED, berta, subject, "Hello B, please report on me."))
+    b.wait_for_message(berta, subject, timeout=MAIL_TIMEOUT)
+    saved = rf"dmarc report saved for {re.escape(REPORTED_DOMAIN)} \(rua = mailto:{re.escape(RUA)}\)"
+    b.wait_for_log("rspamd", saved, timeout=30)
+
+
+def report_xml(message: EmailMessage) -> ET.Element:
+    """The report's XML: the message's one gzip attachment (RFC 7489 §7.2.1.1)."""
+    parts = [p for p in message.walk() if p.get_content_type() == "application/gzip"]
+    assert len(parts) == 1, [p.get_content_type() for p in message.walk()]
+    filename = parts[0].get_filename() or ""
+    assert filename.endswith(".xml.gz"), filename
+    payload = parts[0].get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return ET.fromstring(gzip.decompress(payload))  # noqa: S314 (B's reporter made it, in this test)
+
+
+def test_b_reports_the_dmarc_results_of_a_mail_to_the_rua_at_a(
+    world: World, sites: tuple[WorldStack, WorldStack]
 ) -> None:
     a, b = sites
-    anna, berta = a.address("anna"), b.address("berta")
-    subject = token("reported")
-    a.submit(anna, make_message(anna, berta, subject, "Hello B, please report on me."))
-    b.wait_for_message(berta, subject, timeout=MAIL_TIMEOUT)
-    b.wait_for_log("rspamd", r"dmarc report saved for a\.test \(rua = mailto:anna@a\.test\)", timeout=30)
+    reported_domain, rua_domain = REPORTED_DOMAIN, RUA_DOMAIN
+    mail_to_be_reported(a, b, "reported")
     output = send_reports_now(b)
-    # It processed a.test's results: in this world Rspamd drops the .test rua (see above);
-    # with a domain under a public suffix the run sends the report.
-    assert re.search(r'invalid rua url: "mailto:anna@a\.test"|1 reports: 1 completed', output), output
+    assert re.search(r"1 reports: 1 completed, 0 failed", output), output
+
+    raw = a.wait_for_message(RUA, f"Report Domain: {reported_domain}", timeout=MAIL_TIMEOUT)
+    received = parse(raw)
+    sender = dmarc_sender(b.site)
+    assert sender in str(received["From"])
+    results = authentication_results(received)
+    # B's milter signed it (RSA and Ed25519) as b.test, and it passes DMARC at A.
+    assert len(re.findall(r"\bdkim=pass\b", results)) == 2, results
+    assert re.search(r"\bdmarc=pass\b", results), results
+
+    feedback = report_xml(received)
+    assert feedback.findtext("report_metadata/org_name") == dmarc_org_name(b.site)
+    assert feedback.findtext("report_metadata/email") == sender
+    assert feedback.findtext("policy_published/domain") == reported_domain
+    assert feedback.findtext("policy_published/p") == "reject"
+    records = feedback.findall("record")
+    assert len(records) == 1, ET.tostring(feedback).decode()
+    record = records[0]
+    # The source is A as the world sees it; B's Postfix judged that address.
+    assert record.findtext("row/source_ip") == world.address_for(a.site.hostname)
+    assert record.findtext("row/count") == "1"
+    assert record.findtext("row/policy_evaluated/disposition") == "none"
+    assert record.findtext("row/policy_evaluated/dkim") == "pass"
+    assert record.findtext("row/policy_evaluated/spf") == "pass"
+    assert record.findtext("identifiers/header_from") == reported_domain
+    dkim = {(d.findtext("domain"), d.findtext("result")) for d in record.findall("auth_results/dkim")}
+    assert (reported_domain, "pass") in dkim, dkim
+    assert record.findtext("auth_results/spf/domain") == reported_domain
+    assert record.findtext("auth_results/spf/result") == "pass"
+    # The rua is outside example.com: the reporter sends only with A's authorisation there.
+    authorisation, _ = world.dns.rrset(f"{reported_domain}._report._dmarc.{rua_domain}.", "TXT")
+    assert authorisation is not None
+    assert [r.to_text() for r in authorisation] == ['"v=DMARC1"']
+
+
+def test_without_the_authorisation_at_the_rua_domain_no_report_is_sent(
+    world: World, sites: tuple[WorldStack, WorldStack]
+) -> None:
+    a, b = sites
+    reported_domain, rua_domain = REPORTED_DOMAIN, RUA_DOMAIN
+    name = f"{reported_domain}._report._dmarc.{rua_domain}."
+    authorisation, _ = world.dns.rrset(name, "TXT")
+    assert authorisation is not None, f"{name} is not published"
+    world.dns.replace(name, "TXT", [])
+    try:
+        forget(b, rua_domain)
+        mail_to_be_reported(a, b, "unauthorised")
+        output = send_reports_now(b)
+        assert re.search(rf"{re.escape(name[:-1])}: .*exclude mailto:{re.escape(RUA)}", output), output
+        assert f"Cannot process reports for domain {reported_domain}" in output, output
+    finally:
+        world.dns.replace(name, "TXT", [r.to_text() for r in authorisation])
+        forget(b, rua_domain)
+
+
+def forget(site: WorldStack, zone: str) -> None:
+    """Drop what the site's resolver cached of ``zone``, so that a change in the world's DNS counts now."""
+    done = site.exec("resolver", "unbound-control", "-c", "/etc/unbound/unbound.conf", "flush_zone", zone)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_reporter_transport_delivers_dkim_signed_mail_to_a(sites: tuple[WorldStack, WorldStack]) -> None:

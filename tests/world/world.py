@@ -1,5 +1,6 @@
-"""The test world: an authoritative DNS with the signed zone ``test.``, a network on which
-mailstack sites reach each other at the addresses their records name, and a forger.
+"""The test world: an authoritative DNS with the signed zone ``test.`` (and two under public
+suffixes, see tests/world/knot.py), a network on which mailstack sites reach each other at the
+addresses their records name, and a forger.
 
     world = World.start()
     address = world.address_for("mail.a.test")       # publish the site's ports there
@@ -142,17 +143,22 @@ class World:
             glue.install()
             secret = knot.DnsServer.new_secret()
             forger4, forger6 = net.v4(FORGER), net.v6(FORGER)
-            zone = knot.zone_text(net.v4(DNS), net.v6(DNS), world_records(forger4, forger6))
+            zones = {
+                knot.zone_file(zone): knot.zone_text(
+                    net.v4(DNS),
+                    net.v6(DNS),
+                    world_records(forger4, forger6) if zone == knot.ZONE else [],
+                    zone,
+                )
+                for zone in knot.ZONES
+            }
             dns_container = _container(
                 client,
                 net,
                 "dns",
                 DNS,
                 labels,
-                files={
-                    "/etc/knot/knot.conf": knot.DnsServer.config(secret),
-                    "/var/lib/knot/zones/test.zone": zone,
-                },
+                files={"/etc/knot/knot.conf": knot.DnsServer.config(secret), **zones},
             )
             server = knot.DnsServer(dns_container, net.v4(DNS), net.v6(DNS), secret)
             forger = Forger(
@@ -217,7 +223,7 @@ class World:
         return {
             "mode": "forward",
             "forward": [str(self.dns.address)],
-            "trust_anchors": [self.dns.trust_anchor()],
+            "trust_anchors": self.dns.trust_anchors(),
         }
 
     def logs(self, lines: int = 40) -> str:

@@ -2,8 +2,9 @@
 # Give rspamd what it needs from its secrets, then run it as _rspamd (main process included).
 #
 #   MAILSTACK_STATE     where compose mounts the secrets (default /run/mailstack/state):
-#                       dkim/<domain>/<selector>.pem and secrets/{rspamd_controller,redis},
-#                       each one file (a compose secret), root-only
+#                       dkim/<domain>/<selector>.pem and secrets/{rspamd_controller,redis}
+#                       (and secrets/spamhaus_dqs with abuse.spamhaus_dqs), each one file
+#                       (a compose secret), root-only
 #   RSPAMD_SECRETS_DIR  tmpfs for the copies (default /run/rspamd-secrets)
 #
 # Written there, owned by _rspamd, files 0400:
@@ -79,6 +80,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if [ -d "$state" ]; then
     sync_secrets
+    # abuse.spamhaus_dqs: the key goes to rspamd's environment, never into a file of its
+    # configuration; local.d/rbl.conf names it as {= env.SPAMHAUS_DQS_KEY =}.
+    if [ -f "$state/secrets/spamhaus_dqs" ]; then
+        RSPAMD_SPAMHAUS_DQS_KEY="$(secret spamhaus_dqs)"
+        export RSPAMD_SPAMHAUS_DQS_KEY
+    fi
 else
     log "no secrets at $state: starting without them"
 fi
