@@ -246,14 +246,18 @@ def check_internal_subnet(project: Project) -> None:
         n.name: [c["Subnet"] for c in (n.attrs.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
         for n in docker.from_env().networks.list()
         if n.name != own
-    }
+    } | hostnet.host_routes()
     clash = subnet_clash(site.internal_subnet, taken)
     if clash is not None:
         raise EngineError(
-            f"network.internal_subnet {site.internal_subnet} overlaps the Docker network {clash[0]} "
+            f"network.internal_subnet {site.internal_subnet} overlaps {_what(clash[0])} "
             f"({clash[1]}); set network.internal_subnet in the site file to a free private subnet, "
             f"such as {free_internal_subnet(site.site, taken)}"
         )
+
+
+def _what(name: str) -> str:
+    return f"the host's {name}" if name.startswith("route via ") else f"the Docker network {name}"
 
 
 def check_ipv6(project: Project, say: Say) -> None:

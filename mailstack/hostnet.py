@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
 
 IF_INET6 = Path("/proc/net/if_inet6")
+ROUTES = Path("/proc/net/route")
+
+
+def host_routes(table: str | None = None) -> dict[str, list[str]]:
+    """The host's IPv4 routes other than the default, as "route via <interface>" → networks;
+    Docker's own bridges are left out (their networks are Docker's to report). A VPN's route
+    over the stack's internal subnet would swallow its traffic as surely as a clashing network.
+    ``table``: /proc/net/route's text (tests)."""
+    if table is None:
+        try:
+            table = ROUTES.read_text(encoding="ascii")
+        except OSError:
+            return {}
+    found: dict[str, list[str]] = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[0] == "docker0" or fields[0].startswith(("br-", "veth")):
+            continue
+        destination, mask = (
+            ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little")) for f in (fields[1], fields[7])
+        )
+        network = ipaddress.IPv4Network(f"{destination}/{mask}", strict=False)
+        if network.prefixlen:
+            found.setdefault(f"route via {fields[0]}", []).append(str(network))
+    return found
 
 
 def host_has_ipv6() -> bool:

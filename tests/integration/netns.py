@@ -1,8 +1,8 @@
 """Clients with addresses of their own: network namespaces joined to the host by veth pairs.
 
 Through 127.0.0.1 every client reaches the stack via docker-proxy, from the front network's
-gateway. A namespace's client (10.251.X.2) instead connects to the host side of its veth
-pair (10.251.X.1, one of the stack's bind addresses); Docker DNATs that connection and the
+gateway. A namespace's client (10.252.X.2) instead connects to the host side of its veth
+pair (10.252.X.1, one of the stack's bind addresses); Docker DNATs that connection and the
 daemons see the real source address, as they would see a remote client's. Everything here
 stays on this machine; the namespaces and links are removed at the end of the session.
 """
@@ -27,9 +27,9 @@ def ip(*args: str) -> None:
 
 
 def used_subnets() -> set[int]:
-    """Third octets of the 10.251.0.0/16 addresses this host already has."""
+    """Third octets of the 10.252.0.0/16 addresses this host already has."""
     run = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True, timeout=30)
-    return {int(word.split(".")[2]) for word in run.stdout.split() if word.startswith("10.251.")}
+    return {int(word.split(".")[2]) for word in run.stdout.split() if word.startswith("10.252.")}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ClientNetns:
     @classmethod
     def create(cls, octet: int) -> ClientNetns:
         tag = secrets.token_hex(3)
-        netns = cls(f"msban-{tag}", f"msb{tag}h", f"10.251.{octet}.1", f"10.251.{octet}.2")
+        netns = cls(f"msban-{tag}", f"msb{tag}h", f"10.252.{octet}.1", f"10.252.{octet}.2")
         ip("netns", "add", netns.name)
         try:
             ip("link", "add", netns.host_link, "type", "veth", "peer", "name", "eth0", "netns", netns.name)

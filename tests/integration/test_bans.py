@@ -2,7 +2,7 @@
 
 The clients are network namespaces with addresses of their own (netns.py): namespace A dials
 the stack on the host side of its veth pair, which the session stack also listens on, so
-Postfix and Dovecot see A's address (10.251.X.2), not docker-proxy's. Namespace B dials the
+Postfix and Dovecot see A's address (10.252.X.2), not docker-proxy's. Namespace B dials the
 same address from another source. The fixture site bans after 4 failed logins for 20 s.
 """
 

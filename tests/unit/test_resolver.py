@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from mailstack import engine
+from mailstack import engine, hostnet
 from mailstack.render import plan_files
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
@@ -162,3 +162,16 @@ def test_a_clashing_internal_subnet_is_named_with_a_free_one_to_use() -> None:
     free = free_internal_subnet("world-a", taken)
     assert subnet_clash(free, taken) is None
     assert ipaddress.IPv4Network(free).subnet_of(ipaddress.IPv4Network("10.251.128.0/17"))
+
+
+def test_host_routes_count_as_taken_but_docker_bridges_and_the_default_do_not() -> None:
+    table = (
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "tun0\t0000FB0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        "br-1a2b\t0000FC0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+    )
+    routes = hostnet.host_routes(table)
+    assert routes == {"route via tun0": ["10.251.0.0/16"]}
+    assert subnet_clash("10.251.3.0/27", routes) == ("route via tun0", "10.251.0.0/16")

@@ -36,7 +36,8 @@ from docker.types import IPAMConfig, IPAMPool
 
 PREFIX = "mailstack-world-"
 LABEL = "mailstack-world"
-# Private /24s for worlds; 10.251/16 is the integration tests' namespaces (tests/integration/netns.py).
+# Private /24s for worlds; 10.251/16 holds the sites' internal networks, 10.252/16 the
+# integration tests' namespaces (tests/integration/netns.py).
 POOL = ipaddress.IPv4Network("10.253.0.0/16")
 # Fixed offsets in a world's /24 (and its /64): the host is the gateway.
 GATEWAY, DNS, FORGER = 1, 53, 66
