@@ -30,7 +30,7 @@ from docker.models.containers import Container
 
 from tests.world import knot
 from tests.world.images import IMAGES, ensure_images
-from tests.world.net import DNS, FORGER, LABEL, PREFIX, NatGlue, WorldNet, remove_glue, tagged_worlds
+from tests.world.net import DNS, FORGER, LABEL, POOL, PREFIX, NatGlue, WorldNet, remove_glue, tagged_worlds
 
 FORGER_DOMAIN = "forger.test"
 FORGER_HOST = "mail.forger.test"
@@ -318,6 +318,41 @@ def sweep(client: docker.DockerClient) -> None:
     existing = {n.name for n in client.networks.list(names=[PREFIX])}
     for name in tagged_worlds() - existing:
         remove_glue(name)
+    sweep_orphan_sites(client)
+
+
+SITE_PROJECT = "com.docker.compose.project"
+
+
+def sweep_orphan_sites(client: docker.DockerClient) -> None:
+    """Remove world sites (compose projects `mailstack-world-*`, made by `mailstack up`, so
+    without the world's label) whose ports are published on world addresses of no existing
+    world: a run killed before its teardown left them, and their docker-proxy would hold the
+    addresses of the next world that draws the same /24."""
+    live = [
+        ipaddress.ip_network(pool["Subnet"], strict=False)
+        for net in client.networks.list(filters={"label": LABEL})
+        for pool in (net.attrs.get("IPAM") or {}).get("Config") or []
+    ]
+    orphans: set[str] = set()
+    for container in client.containers.list(all=True, filters={"label": SITE_PROJECT}):
+        project = container.labels.get(SITE_PROJECT, "")
+        if not project.startswith(PREFIX):
+            continue
+        bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+        hosts = {
+            ipaddress.ip_address(b["HostIp"]) for bs in bindings.values() for b in bs or [] if b.get("HostIp")
+        }
+        if any(h in POOL for h in hosts) and not any(h in net for h in hosts for net in live):
+            orphans.add(project)
+    for project in sorted(orphans):
+        label = {"label": f"{SITE_PROJECT}={project}"}
+        for container in client.containers.list(all=True, filters=label):
+            container.remove(force=True, v=True)
+        for net in client.networks.list(filters=label):
+            net.remove()
+        for volume in client.volumes.list(filters=label):
+            volume.remove(force=True)
 
 
 def _alive(pid: int) -> bool:
