@@ -3,7 +3,9 @@ and Postfix get, and how `up` and the Ansible role run the reconciler."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,96 @@ def test_the_role_runs_the_reconciler_after_the_handlers_and_is_changed_only_by_
     assert flush < names.index("Ensure the rights on the shared mailboxes are those of the site description")
     assert task["community.docker.docker_compose_v2_exec"]["argv"] == "{{ mailstack_stack_rights }}"
     assert task["changed_when"] == "mailstack_stack_acl.stdout | length > 0"
+
+
+# --- acl/reconcile.sh's logic, against a stand-in for doveadm's acl and mailbox commands -----
+
+STAND_IN = """#!{python}
+import json, os, sys
+path = os.environ["ACL_STATE"]
+state = json.load(open(path))
+args = sys.argv[1:]
+if args[:2] == ["-f", "tab"]:
+    args = args[2:]
+log = open(path + ".log", "a")
+log.write(" ".join(args) + "\\n")
+owner = args[args.index("-u") + 1]
+if args[:2] == ["mailbox", "list"]:
+    print("\\n".join(state["boxes"]))
+elif args[:2] == ["acl", "get"]:
+    print("ID\\tGlobal\\tRights")
+    for ident, rights in state["acl"].get(owner, {{}}).get(args[4], {{}}).items():
+        print(f"{{ident}}\\t\\t{{rights}}")
+    print("owner\\t\\tlookup read")
+    print("user=g@test.example\\tglobal\\tlookup")
+elif args[:2] == ["acl", "set"]:
+    state["acl"].setdefault(owner, {{}}).setdefault(args[4], {{}})[args[5]] = " ".join(args[6:])
+elif args[:2] == ["acl", "delete"]:
+    del state["acl"][owner][args[4]][args[5]]
+json.dump(state, open(path, "w"))
+"""
+
+
+OFFICE = "office@test.example"
+
+
+def reconcile(tmp_path: Path, site: Site, *args: str) -> list[str]:
+    """Run the rendered reconcile.sh with the stand-in doveadm; the changes it printed."""
+    files = rendered(site, tmp_path)
+    (tmp_path / "rights").write_text(files["config/dovecot/acl/rights"])
+    (tmp_path / "reconcile.sh").write_text(files["config/dovecot/acl/reconcile.sh"])
+    stand_in = tmp_path / "bin" / "doveadm"
+    stand_in.parent.mkdir(exist_ok=True)
+    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    env = {
+        "PATH": f"{stand_in.parent}:/usr/bin:/bin",
+        "ACL_STATE": str(tmp_path / "state.json"),
+        "MAILSTACK_ACL_RIGHTS": str(tmp_path / "rights"),
+    }
+    run = subprocess.run(
+        ["sh", str(tmp_path / "reconcile.sh"), *args], capture_output=True, text=True, env=env, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+def test_the_reconciler_sets_deletes_and_then_has_nothing_to_do(site: Site, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    stale = {"user=gone@test.example": "lookup read", "user=jonas@test.example": "read lookup write-seen"}
+    state.write_text(json.dumps({"boxes": ["INBOX", "Team notes"], "acl": {OFFICE: {"INBOX": stale}}}))
+    assert reconcile(tmp_path, site, "--dry-run") == reconcile(tmp_path, site, "--dry-run")
+    changes = reconcile(tmp_path, site)
+    office = "-u office@test.example"
+    manage, write = " ".join(ACL_RIGHTS["manage"]), " ".join(ACL_RIGHTS["write"])
+    assert changes == [
+        f"acl delete {office} INBOX user=gone@test.example",
+        # jonas already has his rights, in another order: nothing to do for him in INBOX
+        f"acl set {office} INBOX user=ola@other.example {manage}",
+        f"acl set {office} INBOX user=user@test.example {write}",
+        f"acl set {office} Team notes user=jonas@test.example lookup read write-seen",
+        f"acl set {office} Team notes user=ola@other.example {manage}",
+        f"acl set {office} Team notes user=user@test.example {write}",
+    ]
+    acl = json.loads(state.read_text())["acl"][OFFICE]
+    assert (
+        set(acl["INBOX"])
+        == set(acl["Team notes"])
+        == {
+            "user=jonas@test.example",
+            "user=ola@other.example",
+            "user=user@test.example",
+        }
+    )
+    assert reconcile(tmp_path, site) == []  # the second run changes nothing
+    assert "acl recalc -u office@test.example" in (tmp_path / "state.json.log").read_text()
+
+
+def test_the_reconciler_removes_every_right_the_description_no_longer_gives(tmp_path: Path) -> None:
+    bare = parse_site(SITE.split("    rights:\n")[0] + "  - address: archive@test.example\n")
+    (tmp_path / "state.json").write_text(
+        json.dumps(
+            {"boxes": ["INBOX"], "acl": {OFFICE: {"INBOX": {"user=jonas@test.example": "lookup read"}}}}
+        )
+    )
+    assert reconcile(tmp_path, bare) == ["acl delete -u office@test.example INBOX user=jonas@test.example"]

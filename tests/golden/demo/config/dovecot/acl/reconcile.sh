@@ -5,12 +5,13 @@
 # Makes the ACLs of every folder of every shared mailbox equal to acl/rights: an entry the
 # description does not give is deleted, one that differs is set; ACLs of other mailboxes
 # are not touched. `doveadm acl set` also records the share in acl_sharing_map, which
-# `doveadm acl recalc` rebuilds should it be lost. Prints one line per change ("set …",
-# "delete …") and nothing else on stdout, so that callers count changes honestly; with
-# --dry-run it only prints them. https://doc.dovecot.org/2.4.1/core/man/doveadm-acl.1.html
+# `doveadm acl recalc` rebuilds should it be lost. Prints one line per change (the doveadm
+# arguments: "acl set …", "acl delete …") and nothing else on stdout, so that callers count
+# changes honestly; with --dry-run it only prints them.
+# https://doc.dovecot.org/2.4.1/core/man/doveadm-acl.1.html
 set -eu
 
-rights=/etc/dovecot/acl/rights
+rights="${MAILSTACK_ACL_RIGHTS:-/etc/dovecot/acl/rights}"
 dry_run=no
 [ "${1:-}" = "--dry-run" ] && dry_run=yes
 
@@ -19,34 +20,42 @@ normal() { tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' ' | sed 's/ $//'; }
 
 change() {
     echo "$*"
-    [ "$dry_run" = yes ] || doveadm "$@" >/dev/null
+    [ "$dry_run" = yes ] || doveadm "$@" </dev/null >/dev/null
 }
 
-awk '$1 == "mailbox" { print $2 }' "$rights" | while IFS= read -r owner; do
+# Files, not pipes: a failing doveadm must fail the run (set -e), and no doveadm may read
+# the list a loop is reading.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+tab="$(printf '\t')"
+
+awk '$1 == "mailbox" { print $2 }' "$rights" >"$tmp/owners"
+while IFS= read -r owner; do
+    awk -v owner="$owner" '$1 == "right" && $2 == owner {
+            rights = $4; for (i = 5; i <= NF; i++) rights = rights " " $i
+            print $3 "\t" rights
+        }' "$rights" >"$tmp/wanted"
     # Every folder, also those its writers made (they start with their parent's ACLs).
-    doveadm mailbox list -u "$owner" | while IFS= read -r box; do
-        # Current entries, one per line: "<id><TAB><rights>", the owner's own and global ones left out.
-        doveadm -f tab acl get -u "$owner" "$box" \
-            | awk -F '\t' 'NR > 1 && $1 != "owner" && $2 != "1" && $2 != "yes" { print $1 "\t" $3 }' \
-            >"${TMPDIR:-/tmp}/acl-current.$$"
-        awk -v owner="$owner" '$1 == "right" && $2 == owner {
-                rights = $4; for (i = 5; i <= NF; i++) rights = rights " " $i
-                print $3 "\t" rights
-            }' "$rights" >"${TMPDIR:-/tmp}/acl-wanted.$$"
-        while IFS="$(printf '\t')" read -r id have; do
-            if ! awk -F '\t' -v id="$id" '$1 == id { found = 1 } END { exit !found }' \
-                "${TMPDIR:-/tmp}/acl-wanted.$$"; then
+    doveadm mailbox list -u "$owner" </dev/null >"$tmp/boxes"
+    while IFS= read -r box; do
+        # "<id><TAB><rights>" per entry; the title line, the owner's own and global ones left out.
+        doveadm -f tab acl get -u "$owner" "$box" </dev/null >"$tmp/acl"
+        awk -F '\t' '$1 != "ID" && $1 != "owner" && $2 != "global" { print $1 "\t" $3 }' \
+            "$tmp/acl" >"$tmp/current"
+        while IFS="$tab" read -r id have; do
+            if ! awk -F '\t' -v id="$id" '$1 == id { found = 1 } END { exit !found }' "$tmp/wanted"; then
                 change acl delete -u "$owner" "$box" "$id"
             fi
-        done <"${TMPDIR:-/tmp}/acl-current.$$"
-        while IFS="$(printf '\t')" read -r id want; do
-            have="$(awk -F '\t' -v id="$id" '$1 == id { print $2 }' "${TMPDIR:-/tmp}/acl-current.$$")"
+        done <"$tmp/current"
+        while IFS="$tab" read -r id want; do
+            have="$(awk -F '\t' -v id="$id" '$1 == id { print $2 }' "$tmp/current")"
             if [ "$(echo "$have" | normal)" != "$(echo "$want" | normal)" ]; then
                 # shellcheck disable=SC2086 # the rights are separate words on purpose
                 change acl set -u "$owner" "$box" "$id" $want
             fi
-        done <"${TMPDIR:-/tmp}/acl-wanted.$$"
-        rm -f "${TMPDIR:-/tmp}/acl-current.$$" "${TMPDIR:-/tmp}/acl-wanted.$$"
-    done
-    [ "$dry_run" = yes ] || doveadm acl recalc -u "$owner"
-done
+        done <"$tmp/wanted"
+    done <"$tmp/boxes"
+    # The sharing map (who may LIST whose folders) rebuilt from the ACLs: changes nothing
+    # when it is intact, repairs it when the file was lost.
+    [ "$dry_run" = yes ] || doveadm acl recalc -u "$owner" </dev/null
+done <"$tmp/owners"
