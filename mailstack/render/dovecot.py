@@ -97,6 +97,8 @@ ACL_RECONCILE = ("sh", "/etc/dovecot/acl/reconcile.sh")
 # so it never meets a mail home (/var/vmail/<domain>/…).
 ACL_SHARING_MAP = "/var/vmail/.acl-sharing-map"
 SHARED_PREFIX = "shared/$user/"
+# mail_uid and mail_gid in dovecot.conf: the image's virtual mail owner.
+MAIL_USER = "vmail"
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,16 @@ def sharing_settings(site: Site) -> SharingSettings:
 
 
 def shared_user_lines(site: Site) -> list[str]:
-    """passwd-file lines of the shared mailboxes, for the userdb only: no password field."""
+    """passwd-file lines of the shared mailboxes, for the userdb only: no password field.
+
+    uid and gid are mail_uid and mail_gid (dovecot.conf) spelt out: the IMAP sessions that
+    open shared/<address>/ run as vmail and look the owner up through auth-userdb, which
+    answers a non-root client only about users with its own uid ("client doesn't have
+    lookup permissions for this user: userdb reply doesn't contain uid").
+    """
     return [
-        f"{s.address}:::::::" + (f"userdb_quota_storage_size={s.quota}" if s.quota is not None else "")
+        f"{s.address}::{MAIL_USER}:{MAIL_USER}::::"
+        + (f"userdb_quota_storage_size={s.quota}" if s.quota is not None else "")
         for s in site.shared_mailboxes
     ]
 

@@ -32,6 +32,8 @@ GRETA = f"greta@{DOMAIN}"
 # UTF-8 on purpose: clients must send them as UTF-8.
 PASSWORDS = {ANNA: "Ånna-schreibt-7", JONAS: "Jönas-liest-8", GRETA: "Grétä-gruppe-9"}
 INBOX = f"shared/{OFFICE}/INBOX"
+# LIST shows a shared mailbox's INBOX as the namespace's name for it (both names select it).
+LISTED = f"shared/{OFFICE}"
 UP_TIMEOUT = 240.0
 JONAS_READS = f"      - mailbox: {JONAS}\n        right: read\n"
 
@@ -147,7 +149,7 @@ def test_nobody_logs_in_as_the_shared_mailbox(shared: SharedStack) -> None:
 
 def test_jonas_lists_and_reads_the_office_inbox(shared: SharedStack, delivered: str) -> None:
     with shared.imap(JONAS) as imap:
-        assert INBOX in shared_folders(imap)
+        assert LISTED in shared_folders(imap)
         assert myrights(imap, INBOX) == "lrs"
         uid = wait_for_subject(imap, delivered)
         typ, parts = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
@@ -164,13 +166,15 @@ def test_jonas_cannot_delete_or_append(shared: SharedStack, delivered: str) -> N
         permanent = text(imap.response("PERMANENTFLAGS")[1][-1])
         assert permanent, "no PERMANENTFLAGS in SELECT's answer"
         assert "\\Deleted" not in permanent, permanent
-        stored = imap.uid("STORE", uid, "+FLAGS", r"(\Deleted)")
-        expunged = imap.expunge()
-        shared_notes = f"jonas STORE \\Deleted: {stored}; EXPUNGE: {expunged}"
-        print(shared_notes, file=sys.stderr)
+        # Dovecot drops the flag and the expunge silently, as PERMANENTFLAGS announced
+        # (so that clients that expunge on their own show no errors); the message stays.
+        typ, stored = imap.uid("STORE", uid, "+FLAGS", r"(\Deleted)")
+        assert typ == "OK", stored
+        assert "\\Deleted" not in text(stored[-1]), stored
+        imap.expunge()
         typ, appended = imap.append(f'"{INBOX}"', None, None, make_message(JONAS, OFFICE, "no").as_bytes())
         assert typ == "NO", f"jonas (read) could append to {INBOX}: {appended}"
-    # Whatever the server answered, the message is there and not marked deleted.
+    # \Deleted is a shared flag: anna sees the message still there and not marked deleted.
     with shared.imap(ANNA) as imap:
         uid = wait_for_subject(imap, delivered).decode()
         typ, data = imap.uid("FETCH", uid, "(FLAGS)")
@@ -180,7 +184,7 @@ def test_jonas_cannot_delete_or_append(shared: SharedStack, delivered: str) -> N
 
 def test_a_group_member_gets_the_groups_right(shared: SharedStack, delivered: str) -> None:
     with shared.imap(GRETA) as imap:
-        assert INBOX in shared_folders(imap)
+        assert LISTED in shared_folders(imap)
         assert myrights(imap, INBOX) == "lrs"
         wait_for_subject(imap, delivered)
 
@@ -188,7 +192,8 @@ def test_a_group_member_gets_the_groups_right(shared: SharedStack, delivered: st
 def test_anna_appends_flags_and_deletes(shared: SharedStack, delivered: str) -> None:
     subject = token("filed by anna")
     with shared.imap(ANNA) as imap:
-        assert set(myrights(imap, INBOX)) == set("lrswtiekx")
+        # Dovecot adds RFC 4314's obsolete c and d (for k, and x/e) to what it reports.
+        assert set(myrights(imap, INBOX)) - set("cd") == set("lrswtiekx")
         typ, data = imap.append(f'"{INBOX}"', None, None, make_message(ANNA, OFFICE, subject).as_bytes())
         assert typ == "OK", data
         uid = wait_for_subject(imap, subject).decode()
@@ -217,7 +222,7 @@ def test_removing_jonas_right_removes_his_access_on_the_next_up(shared: SharedSt
         result.rights
     )
     with shared.imap(JONAS) as imap:
-        assert INBOX not in shared_folders(imap)
+        assert shared_folders(imap) == []
         typ, data = imap.select(f'"{INBOX}"', readonly=True)
         assert typ != "OK", f"jonas still opens {INBOX}: {data}"
     with shared.imap(GRETA) as imap:  # the others keep theirs

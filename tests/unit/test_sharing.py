@@ -91,8 +91,8 @@ def test_the_reconciler_gets_every_shared_mailbox_even_one_without_rights(site: 
 
 def test_shared_mailboxes_are_users_without_a_password(site: Site) -> None:
     assert shared_user_lines(site) == [
-        "office@test.example:::::::userdb_quota_storage_size=1073741824",
-        "archive@test.example:::::::",
+        "office@test.example::vmail:vmail::::userdb_quota_storage_size=1073741824",
+        "archive@test.example::vmail:vmail::::",
     ]
 
 
