@@ -8,6 +8,7 @@ from __future__ import annotations
 import imaplib
 import re
 import secrets
+import smtplib
 import sys
 import time
 from collections.abc import Iterator
@@ -238,3 +239,18 @@ def test_the_role_would_run_the_same_reconciler(shared: SharedStack) -> None:
     run = shared.exec("dovecot", "sh", "/etc/dovecot/acl/reconcile.sh", "--dry-run")
     assert run.returncode == 0, run.stderr
     assert run.stdout == "", f"the dry run would still change: {run.stdout}"
+
+
+def test_a_shared_mailbox_removed_from_the_site_is_gone_for_everyone(
+    shared: SharedStack, delivered: str
+) -> None:
+    text = shared.site_path.read_text(encoding="utf-8")
+    shared.site_path.write_text(text.split("shared_mailboxes:\n")[0], encoding="utf-8")
+    result = shared.up()
+    assert "dovecot" in result.reloaded
+    with shared.imap(ANNA) as imap:
+        assert shared_folders(imap) == []
+        typ, data = imap.select(f'"{INBOX}"', readonly=True)
+        assert typ != "OK", f"anna still opens {INBOX} of a removed shared mailbox: {data}"
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        shared.deliver(make_message("someone@sender-itest.test", OFFICE, token("too late")), rcpt_to=[OFFICE])
