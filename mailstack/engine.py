@@ -25,6 +25,7 @@ from mailstack import hostnet, render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
+from mailstack.render.dovecot import ACL_RECONCILE
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
@@ -97,6 +98,7 @@ class UpResult:
     images_built: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     reloaded: list[str] = field(default_factory=list)
+    rights: list[str] = field(default_factory=list)  # doveadm acl changes on shared mailboxes
     seconds: float = 0.0
 
 
@@ -148,6 +150,7 @@ def up(
     run_compose_up(project)
     result.reloaded = reload_changed(project, plan.changed, before, say, also=recertified)
     wait_healthy(project, timeout, say)
+    result.rights = reconcile_rights(project, say)
     if project.site.tls.mode == "acme":
         wait_first_acme_attempt(project, ACME_FIRST_WAIT, say)
     result.seconds = time.monotonic() - started
@@ -310,6 +313,21 @@ def reload_changed(
                 raise EngineError(f"reloading {service} failed: {run.stderr.strip() or run.stdout.strip()}")
             reloaded.append(service)
     return reloaded
+
+
+def reconcile_rights(project: Project, say: Say) -> list[str]:
+    """Make the ACLs of the shared mailboxes what the description says (acl/reconcile.sh in
+    the dovecot container); return the changes it made, one line each (none: nothing to do)."""
+    if not project.site.shared_mailboxes:
+        return []
+    run = project.compose("exec", "-T", "dovecot", *ACL_RECONCILE, timeout=120)
+    if run.returncode != 0:
+        detail = (run.stderr.strip() or run.stdout.strip()).splitlines()[-3:]
+        raise EngineError(f"setting the rights on the shared mailboxes failed: {' | '.join(detail)}")
+    changes = [line for line in run.stdout.splitlines() if line.strip()]
+    for line in changes:
+        say(f"rights: doveadm {line}")
+    return changes
 
 
 def service_states(project: Project) -> dict[str, str]:

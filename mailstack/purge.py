@@ -30,8 +30,10 @@ def mail_home(address: str) -> str:
 def _guard(project: Project, address: str, yes: bool) -> str:
     home = mail_home(address)
     normal = parse_address(address)
-    if any(m.address == normal for m in project.site.mailboxes):
-        raise UserError(f"{normal} is still a mailbox of the site; remove it from the site file first")
+    if normal in project.site.delivered_addresses:
+        raise UserError(
+            f"{normal} is still a mailbox of the site (or a shared one); remove it from the site file first"
+        )
     if not yes:
         raise UserError(f"this deletes every message of {normal} for good; pass --yes to do it")
     return home

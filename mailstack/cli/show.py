@@ -66,7 +66,9 @@ def up(project: engine.Project, result: engine.UpResult) -> None:
     changed = [a.path for a in result.actions if a.change is not Change.UNCHANGED]
     out.print(
         f"{project.name} is up and healthy after {result.seconds:.0f}s "
-        f"({len(changed)} files changed, reloaded: {', '.join(result.reloaded) or 'none'})"
+        f"({len(changed)} files changed, reloaded: {', '.join(result.reloaded) or 'none'}"
+        + (f", {count(len(result.rights), 'right')} changed" if project.site.shared_mailboxes else "")
+        + ")"
     )
     for protocol, where, security in engine.endpoints(project.site):
         out.print(f"  {protocol:<12} {where:<22} {security}")

@@ -65,6 +65,11 @@ def validate(site: SitePath) -> None:
         f"{site}: site {s.site} is valid: {show.count(len(s.domains), 'domain')}, "
         f"{show.count(len(s.mailboxes), 'mailbox', 'mailboxes')}, "
         f"{show.count(len(s.aliases), 'alias', 'aliases')}"
+        + (
+            f", {show.count(len(s.shared_mailboxes), 'shared mailbox', 'shared mailboxes')}"
+            if s.shared_mailboxes
+            else ""
+        )
     )
 
 

@@ -25,8 +25,12 @@ from mailstack.render.compose import (
 from mailstack.render.dovecot import (
     DOVECOT_LMTP_USER_CONCURRENCY,
     JunkSettings,
+    SharingSettings,
+    acl_rights_lines,
     dovecot_user_lines,
     junk_settings,
+    shared_user_lines,
+    sharing_settings,
 )
 from mailstack.render.guard import AuthBanSettings, auth_ban_settings
 from mailstack.render.guard import fence_table as fence_table  # tests/integration import it from here
@@ -97,6 +101,9 @@ class Context:
     sender_logins: list[str]
     sender_owners: dict[str, list[str]]  # address → logins that may use it (Rspamd's From rule)
     dovecot_users: list[str]
+    shared_users: list[str]  # userdb only: the shared mailboxes, which have no login
+    acl_rights: list[str]  # the rights on shared mailboxes, for acl/reconcile.sh
+    sharing: SharingSettings
     junk: JunkSettings  # Sieve: spam into Junk, and learning from moves into and out of it
     dkim: list[DkimSelector]
     dkim_domains: list[DkimDomain]
@@ -154,12 +161,15 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         message_size_human=format_size(site.limits.message_size),
         mydestination=mydestination(site),
         virtual_domains=[f"{name}\tOK" for name in site.domain_names],
-        virtual_mailboxes=[f"{m.address}\tOK" for m in site.mailboxes] + [f"{site.probe_address}\tOK"],
+        virtual_mailboxes=[f"{address}\tOK" for address in site.delivered_addresses],
         virtual_aliases=virtual_alias_lines(site),
         local_aliases=local_alias_lines(site),
         sender_logins=sender_login_lines(site),
         sender_owners=sender_owners(site),
         dovecot_users=dovecot_user_lines(site, state.probe_hash),
+        shared_users=shared_user_lines(site),
+        acl_rights=acl_rights_lines(site),
+        sharing=sharing_settings(site),
         junk=junk_settings(),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),

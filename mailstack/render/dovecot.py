@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from mailstack import services
 from mailstack.site.models import Site
+from mailstack.site.sharing import Right, effective_rights
 
 # Dovecot delivers concurrently to one user at most this often (lmtp_user_concurrency_limit).
 DOVECOT_LMTP_USER_CONCURRENCY = 10
@@ -63,4 +64,84 @@ def dovecot_user_lines(site: Site, probe_hash: str) -> list[str]:
         lines.append(f"{m.address}:{m.password_hash}::::::{extra}")
     # The probe mailbox holds at most a few probe messages, each deleted by the check that sent it.
     lines.append(f"{site.probe_address}:{probe_hash}::::::userdb_quota_storage_size={PROBE_QUOTA}")
+    return lines
+
+
+# --- Shared mailboxes (site.shared_mailboxes) ----------------------------------------------
+# The site's rights as Dovecot ACL rights (doveadm-acl(1) names; RFC 4314 letters beside):
+#   read   lookup read write-seen                                     l r s
+#   write  read + write write-deleted insert expunge create delete    + w t i e k x
+#   manage write + admin                                              + a
+# \Seen is private to each reader (mail_index_private_path), so write-seen lets a reader
+# mark what they have read without changing what the others see.
+ACL_RIGHTS: dict[Right, tuple[str, ...]] = {
+    "read": ("lookup", "read", "write-seen"),
+    "write": (
+        *("lookup", "read", "write-seen"),
+        *("write", "write-deleted", "insert", "expunge", "create", "delete"),
+    ),
+    "manage": (
+        *("lookup", "read", "write-seen"),
+        *("write", "write-deleted", "insert", "expunge", "create", "delete"),
+        "admin",
+    ),
+}
+# The userdb-only passwd-file of the shared mailboxes: no passdb reads it, so nobody logs in
+# as one of them, while LMTP, quota-status and the shared namespace find them.
+SHARED_USERS_FILE = "/etc/dovecot/shared-users"
+# What the reconciler (acl/reconcile.sh) reads: the rights the description gives.
+ACL_RIGHTS_FILE = "/etc/dovecot/acl/rights"
+ACL_RECONCILE = ("sh", "/etc/dovecot/acl/reconcile.sh")
+# acl_sharing_map: who shares to whom, for LIST under shared/. On the mail volume (it must
+# survive restarts and is written by the sessions, as vmail); a leading dot is no domain name,
+# so it never meets a mail home (/var/vmail/<domain>/…).
+ACL_SHARING_MAP = "/var/vmail/.acl-sharing-map"
+SHARED_PREFIX = "shared/$user/"
+# mail_uid and mail_gid in dovecot.conf: the image's virtual mail owner.
+MAIL_USER = "vmail"
+
+
+@dataclass(frozen=True)
+class SharingSettings:
+    enabled: bool  # the site has shared mailboxes: the acl plugins and the shared namespace
+    users_file: str
+    sharing_map: str
+    prefix: str
+    reconcile: tuple[str, ...]  # run in the dovecot container after up and deploy; () without
+
+
+def sharing_settings(site: Site) -> SharingSettings:
+    enabled = bool(site.shared_mailboxes)
+    return SharingSettings(
+        enabled=enabled,
+        users_file=SHARED_USERS_FILE,
+        sharing_map=ACL_SHARING_MAP,
+        prefix=SHARED_PREFIX,
+        reconcile=ACL_RECONCILE if enabled else (),
+    )
+
+
+def shared_user_lines(site: Site) -> list[str]:
+    """passwd-file lines of the shared mailboxes, for the userdb only: no password field.
+
+    uid and gid are mail_uid and mail_gid (dovecot.conf) spelt out: the IMAP sessions that
+    open shared/<address>/ run as vmail and look the owner up through auth-userdb, which
+    answers a non-root client only about users with its own uid ("client doesn't have
+    lookup permissions for this user: userdb reply doesn't contain uid").
+    """
+    return [
+        f"{s.address}::{MAIL_USER}:{MAIL_USER}::::"
+        + (f"userdb_quota_storage_size={s.quota}" if s.quota is not None else "")
+        for s in site.shared_mailboxes
+    ]
+
+
+def acl_rights_lines(site: Site) -> list[str]:
+    """The reconciler's input: `mailbox <owner>` for every shared mailbox (so that one whose
+    rights were all removed is cleaned up too), then `right <owner> user=<login> <rights…>`."""
+    lines = []
+    for shared in site.shared_mailboxes:
+        lines.append(f"mailbox {shared.address}")
+        for address, right in effective_rights(site, shared).items():
+            lines.append(f"right {shared.address} user={address} {' '.join(ACL_RIGHTS[right])}")
     return lines

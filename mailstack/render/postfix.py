@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from mailstack.site.models import Site
+from mailstack.site.models import Mailbox, Site
+from mailstack.site.sharing import SharedMailbox
 
 # Local parts that RFC 5321 (postmaster) and RFC 2142 (abuse) require for every domain.
 ROLE_ACCOUNTS: tuple[str, ...] = ("postmaster", "abuse")
@@ -78,7 +79,8 @@ def virtual_alias_lines(site: Site) -> list[str]:
     where the site defines no such alias or mailbox, they go to admin_email.
     """
     lines = [f"{a.address}\t{','.join(a.to)}" for a in site.aliases]
-    defined = {a.address for a in site.aliases} | {m.address for m in site.mailboxes}
+    boxes: list[Mailbox | SharedMailbox] = [*site.mailboxes, *site.shared_mailboxes]
+    defined = {a.address for a in site.aliases} | {m.address for m in boxes}
     for domain in site.domain_names:
         for local in ROLE_ACCOUNTS:
             address = f"{local}@{domain}"
@@ -88,11 +90,7 @@ def virtual_alias_lines(site: Site) -> list[str]:
     # @domain): each mailbox of such a domain maps to itself first.
     # https://www.postfix.org/VIRTUAL_README.html#virtual_alias
     catch_all_domains = {d.name for d in site.domains if d.catch_all}
-    lines += [
-        f"{m.address}\t{m.address}"
-        for m in site.mailboxes
-        if m.address.rpartition("@")[2] in catch_all_domains
-    ]
+    lines += [f"{m.address}\t{m.address}" for m in boxes if m.address.rpartition("@")[2] in catch_all_domains]
     lines += [f"@{d.name}\t{d.catch_all}" for d in site.domains if d.catch_all]
     return lines
 

@@ -33,6 +33,7 @@ from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
 from mailstack.site.resolver import default_internal_subnet, resolver_address
+from mailstack.site.sharing import Group, SharedMailbox, sharing_rules
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
 Loc = tuple[str | int, ...]
@@ -220,6 +221,14 @@ class Site(Model):
     domains: tuple[DomainEntry, ...] = Field(min_length=1)
     mailboxes: tuple[Mailbox, ...] = ()
     aliases: tuple[Alias, ...] = ()
+    groups: tuple[Group, ...] = Field(default=(), description="Named sets of mailboxes, for rights.")
+    shared_mailboxes: tuple[SharedMailbox, ...] = Field(
+        default=(),
+        description=(
+            "Addresses without a login of their own (office@…): their mail is delivered to them "
+            "and read by the mailboxes given rights, over IMAP under shared/<address>/."
+        ),
+    )
     hosts: tuple[Host, ...] = ()
     dns: Dns = Field(default_factory=Dns)
     mta_sts: MtaSts = Field(default_factory=MtaSts)
@@ -265,6 +274,15 @@ class Site(Model):
         """The mailbox `mailstack check` sends to and reads from; its password is in the state."""
         return f"{PROBE_LOCAL_PART}@{self.domains[0].name}"
 
+    @property
+    def delivered_addresses(self) -> list[str]:
+        """Every address Dovecot delivers to: the mailboxes, the shared mailboxes, the probe."""
+        return (
+            [m.address for m in self.mailboxes]
+            + [s.address for s in self.shared_mailboxes]
+            + [self.probe_address]
+        )
+
     def check_rules(self) -> Iterator[tuple[Loc, str]]:
         """Yield (field path, message) for every cross-field rule the site breaks."""
         duplicates = list(self._duplicates())
@@ -280,6 +298,7 @@ class Site(Model):
         yield from self._probe_address_taken()
         yield from report_rules(self)
         yield from self._dqs_offline()
+        yield from sharing_rules(self)
 
     def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:
         if self.offline and self.abuse.spamhaus_dqs:
@@ -329,6 +348,7 @@ class Site(Model):
         """Targets in the site's own domains must exist, or mail to them is lost."""
         listed = set(self.domain_names)
         known = {m.address for m in self.mailboxes} | {a.address for a in self.aliases}
+        known |= {s.address for s in self.shared_mailboxes}
 
         def check(loc: Loc, address: str, role: str) -> Iterator[tuple[Loc, str]]:
             if address.rpartition("@")[2] in listed and address not in known:
@@ -385,7 +405,8 @@ class Site(Model):
             )
 
     def _size_against_quota(self) -> Iterator[tuple[Loc, str]]:
-        quotas = [(m.quota, m.address) for m in self.mailboxes if m.quota is not None]
+        boxes: list[Mailbox | SharedMailbox] = [*self.mailboxes, *self.shared_mailboxes]
+        quotas = [(m.quota, m.address) for m in boxes if m.quota is not None]
         if not quotas:
             return
         smallest, address = min(quotas)

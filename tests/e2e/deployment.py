@@ -143,8 +143,9 @@ class Deployment:
 
     # --- the site file and `mailstack deploy` ---------------------------------------------
 
-    def write_site(self, mailboxes: Iterable[str]) -> None:
-        """(Re)write the site with these mailboxes (local parts); passwords are made once."""
+    def write_site(self, mailboxes: Iterable[str], shared: dict[str, dict[str, str]] | None = None) -> None:
+        """(Re)write the site with these mailboxes (local parts); passwords are made once.
+        ``shared``: shared mailbox (local part) -> mailbox (local part) -> right."""
         entries = []
         for local in mailboxes:
             if local not in self.passwords:
@@ -165,6 +166,13 @@ class Deployment:
             "limits": {"message_size": "10M"},
             "domains": [{"name": self.domain}],
             "mailboxes": entries,
+            "shared_mailboxes": [
+                {
+                    "address": self.address(local),
+                    "rights": [{"mailbox": self.address(m), "right": r} for m, r in rights.items()],
+                }
+                for local, rights in (shared or {}).items()
+            ],
             "hosts": [{**self.server.inventory_entry(user=self.ssh_user), "packages": self.packages}],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -286,18 +294,20 @@ class Deployment:
             if isinstance(part, tuple) and isinstance(part[1], bytes)
         ]
 
-    def wait_for_imap(self, user: str, subject: str, timeout: float = MAIL_TIMEOUT) -> float:
-        """Seconds until `subject` is in `user`'s INBOX over IMAPS; AssertionError after timeout."""
+    def wait_for_imap(
+        self, user: str, subject: str, timeout: float = MAIL_TIMEOUT, folder: str = "INBOX"
+    ) -> float:
+        """Seconds until `subject` is in `user`'s `folder` over IMAPS; AssertionError after timeout."""
         started = time.monotonic()
         while True:
             with self.imap(user) as imap:
-                imap.select("INBOX", readonly=True)
+                imap.select(f'"{folder}"', readonly=True)
                 _, data = imap.search(None, "SUBJECT", f'"{subject}"')
             if data and data[0]:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise AssertionError(
-                    f"{subject!r} did not reach {self.address(user)}'s INBOX in {timeout:.0f} s"
+                    f"{subject!r} did not reach {self.address(user)}'s {folder} in {timeout:.0f} s"
                 )
             time.sleep(0.5)
 

@@ -442,6 +442,33 @@ class TestDeployLifecycle:
         assert site.first_subject in site.imap_subjects("alice"), "earlier mail is gone"
         site.done.add("bob")
 
+    def test_a_shared_mailbox_gets_its_rights_and_a_redeploy_changes_nothing(
+        self, deployment: Deployment, note: Note
+    ) -> None:
+        """The role reconciles the rights of shared_mailboxes: changed when it set them, ok
+        (changed=0 for the whole play) when they already are the description's."""
+        site = deployment
+        needs(site, "deployed", "bob")
+        site.write_site(["alice", "bob"], shared={"office": {"alice": "read", "bob": "write"}})
+        result = site.deploy("--images", "load")
+        note(f"deploy adding a shared mailbox: {result.seconds:.0f} s")
+        assert_ok(result, site.server.name)
+        task = (
+            "TASK [mailstack_stack : Ensure the rights on the shared mailboxes "
+            "are those of the site description]"
+        )
+        assert result.tasks()[task] == [f"changed: [{site.server.name}]"], str(result)
+        for_office = subject("for the office")
+        site.submit("bob", ["office"], for_office)
+        site.wait_for_imap("alice", for_office, folder=f"shared/{site.address('office')}/INBOX")
+        before = site.containers()
+        again = site.deploy("--images", "load")
+        note(f"no-change re-deploy with a shared mailbox: {again.seconds:.0f} s")
+        assert_no_change(site, again, before)
+        assert again.tasks()[task] == [f"ok: [{site.server.name}]"], str(again)
+        site.write_site(["alice", "bob"])  # the later steps start from the site without it
+        assert_ok(site.deploy("--images", "load"), site.server.name)
+
     def test_a_deploy_that_cannot_build_fails_and_leaves_the_stack_serving(
         self, deployment: Deployment
     ) -> None:

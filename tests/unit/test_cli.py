@@ -26,7 +26,8 @@ def test_help_lists_every_command() -> None:
 def test_validate_prints_a_one_line_summary() -> None:
     result = runner.invoke(app, ["validate", str(next(p for p in EXAMPLES if p.name == "acme.yaml"))])
     assert result.exit_code == 0
-    assert result.stdout.strip().endswith("site acme is valid: 2 domains, 4 mailboxes, 7 aliases")
+    summary = "site acme is valid: 2 domains, 4 mailboxes, 7 aliases, 1 shared mailbox"
+    assert result.stdout.strip().endswith(summary)
     assert len(result.stdout.strip().splitlines()) == 1
 
 
