@@ -11,7 +11,14 @@ from mailstack.site.models import Site
 TlsMode = Literal["implicit", "starttls", "none"]
 # What a service reads from the state (or the operator), each file a compose secret.
 SecretKind = Literal[
-    "tls", "dkim", "rspamd_controller", "redis", "spamhaus_dqs", "acme_ca_bundle", "outbound_ca_bundle"
+    "tls",
+    "dkim",
+    "rspamd_controller",
+    "redis",
+    "spamhaus_dqs",
+    "acme_ca_bundle",
+    "outbound_ca_bundle",
+    "postgres",
 ]
 
 
@@ -56,6 +63,8 @@ class Network:
     # When true for the site: the service's fixed address on this network
     # (site/resolver.py FIXED_ADDRESSES).
     fixed_address: Callable[[Site], bool] | None = None
+    # Joined only when true for the site (None: always).
+    when: Callable[[Site], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,3 +150,11 @@ class Service:
     resolves: bool = False  # looks names up in the world: through the stack's resolver (online)
     stop_grace_period: str = ""
     stop_why: tuple[str, ...] = ()
+    # Optional parts of the product (groupware): only a site that has the service gets its
+    # configuration files, image, checks and reloads; the others render as if it did not exist.
+    optional: bool = False
+    # The memory limit when it depends on the site (None: ``memory``).
+    memory_for: Callable[[Site], str] | None = None
+
+    def mem_limit(self, site: Site) -> str:
+        return self.memory_for(site) if self.memory_for is not None else self.memory

@@ -45,6 +45,10 @@ def _online(site: Site) -> bool:
     return not site.offline
 
 
+def _groupware(site: Site) -> bool:
+    return site.groupware.enabled
+
+
 def _web(site: Site) -> bool:
     published = site.network.ports.published()
     return "http" in published or "https" in published
@@ -180,7 +184,8 @@ WEB = Service(
             "entrypoint, which drops to www-data for nginx.",
         ),
     ),
-    networks=(Network("front"),),
+    # groupware: where SOGo answers (an internal network of web and sogo alone).
+    networks=(Network("front"), Network("groupware", when=_groupware)),
     healthcheck=Healthcheck(("/usr/local/bin/web-healthcheck",)),
     # Refreshes the copies of the TLS keys, then `nginx -s reload` as www-data (no CAP_KILL).
     reload=Reload(("web-reload",)),
