@@ -42,6 +42,11 @@ class Mount:
     target: str
     read_only: bool = False
     why: tuple[str, ...] = ()
+    # Mounted only when true for the site (None: always).
+    when: Callable[[Site], bool] | None = None
+
+    def wanted(self, site: Site) -> bool:
+        return self.when is None or self.when(site)
 
     @property
     def volume(self) -> str | None:

@@ -166,7 +166,7 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         hook=hook.replaces if hook else "",
         hook_argv=p.acme.commands[s.name] if hook else [],
         hook_why=hook.why if hook else (),
-        volumes=_volumes(s, p.slots, p.acme),
+        volumes=_volumes(s, p.site, p.slots, p.acme),
         tmpfs=[Entry(t.spec, why=t.why) for t in s.tmpfs],
         secrets=p.secrets.get(s.name, []),
         networks=[
@@ -207,7 +207,7 @@ def listening(s: Service) -> list[int]:
     return [p.container for p in s.ports] + list(s.internal_ports.values())
 
 
-def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
+def _volumes(s: Service, site: Site, slots: Slots, acme: AcmeSettings) -> list[Entry]:
     config = Entry(f"./config/{s.config.rendered}:{s.config.target}:ro", why=s.config.why)
     mounts = [config] + [
         Entry(
@@ -216,6 +216,7 @@ def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
             why=m.why,
         )
         for m in s.volumes
+        if m.wanted(site)
     ]
     if acme.enabled and s.certificates is not None:
         mounts.append(Entry(f"{acme.tls_source}:{acme.tls_target}:ro", quoted=True))
@@ -224,7 +225,7 @@ def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
 
 def named_volumes(site: Site) -> list[str]:
     """The named volumes the site's services mount, in the order they first appear."""
-    mounted = [m.volume for s in services.present(site) for m in s.volumes if m.volume]
+    mounted = [m.volume for s in services.present(site) for m in s.volumes if m.volume and m.wanted(site)]
     return list(dict.fromkeys(mounted))
 
 

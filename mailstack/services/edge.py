@@ -22,6 +22,7 @@ from mailstack.services.paths import (
     GUARD_CONFIG_DIR,
     GUARD_DATA_DIR,
     GUARD_POLICY_HOST,
+    SOGO_STATIC,
     WEB_CONFIG_DIR,
     WEB_HTTP_PORT,
     WEB_HTTPS_PORT,
@@ -169,6 +170,13 @@ WEB = Service(
                 "ACME HTTP-01 tokens (the acme service writes them); served under "
                 "/.well-known/acme-challenge/.",
             ),
+        ),
+        Mount(
+            "sogo-static",
+            SOGO_STATIC,
+            read_only=True,
+            why=("SOGo's static files (groupware), copied there by the sogo service.",),
+            when=_groupware,
         ),
     ),
     tmpfs=(

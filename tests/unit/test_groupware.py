@@ -68,6 +68,7 @@ def test_groupware_is_off_unless_set() -> None:
     assert not [p for p in files if p.startswith(("config/sogo/", "config/postgres/"))]
     assert "groupware" not in compose(files)["networks"]
     assert "SOGo" not in files["config/web/nginx.conf"]
+    assert "sogo-static" not in files["compose.yaml"]
     assert set(services.images(s)).isdisjoint({"sogo", "postgres"})
 
 
@@ -112,6 +113,7 @@ def test_groupware_brings_its_services_confined_and_internal() -> None:
     assert svc["memcached"]["user"] == "memcache"
     assert svc["memcached"]["cap_add"] == []
     assert set(svc["web"]["networks"]) == {"front", "groupware"}
+    assert "sogo-static:/srv/sogo-static:ro" in svc["web"]["volumes"]
     assert c["networks"]["groupware"] == {"internal": True}
     assert {"postgres", "sogo-static", "sogo-spool"} <= set(c["volumes"])
     # The database password reaches sogo and postgres alone, as a compose secret.

@@ -49,4 +49,6 @@ if [ "$(cat "$static/current/.mailstack-version" 2>/dev/null || true)" != "$vers
     echo "sogo-entrypoint: static files of sogo-common $version copied for web"
 fi
 
+# setpriv keeps root's environment: GNUstep finds its user defaults under $HOME.
+export HOME=/var/lib/sogo USER=sogo LOGNAME=sogo
 exec setpriv --reuid=sogo --regid=sogo --init-groups -- "$@"
