@@ -4,6 +4,7 @@
 -- reload, in one transaction: rows are added, changed and removed to match; SOGo's role
 -- may only read them.
 \set ON_ERROR_STOP on
+SET client_min_messages = warning;
 BEGIN;
 CREATE TABLE IF NOT EXISTS sogo_users (
     c_uid varchar(320) PRIMARY KEY,
