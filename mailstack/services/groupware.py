@@ -52,6 +52,11 @@ SOGO = Service(
     memory="512m",
     memory_for=_sogo_memory,
     pids=256,
+    init=False,
+    init_why=(
+        "The entrypoint runs tini and sogod as sogo: tini signals sogod as the same user (no",
+        "CAP_KILL; Docker's init, as root, could not forward TERM to it).",
+    ),
     internal_ports={"sogo": SOGO_PORT},
     config=Config("sogo", SOGO_CONFIG_DIR),
     volumes=(
@@ -74,6 +79,11 @@ SOGO = Service(
         "groupware: web, its only client. Neither has a route out.",
     ),
     depends_on=("postgres", "memcached", "dovecot", "postfix"),
+    stop_grace_period="3s",
+    stop_why=(
+        "Idle workers note TERM but exit only after their next request (SOPE's watchdog waits",
+        "for them); all state is in PostgreSQL, so a short wait and a KILL lose nothing.",
+    ),
     healthcheck=Healthcheck(
         ("/usr/local/bin/sogo-healthcheck",),
         why=("sogod answers its login page.",),

@@ -23,7 +23,11 @@ case "$password" in
     "" | *"'"* | *"\\"*) echo "postgres-entrypoint: $state/secrets/postgres is empty or not a token" >&2; exit 1 ;;
 esac
 
-install -d -o postgres -g postgres -m 0775 /run/postgresql
+# Mode first, owner last (without CAP_FOWNER root cannot chmod what it gave away).
+if [ "$(stat -c %U /run/postgresql)" != postgres ]; then
+    chmod 0775 /run/postgresql
+    chown postgres:postgres /run/postgresql
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "postgres-entrypoint: making the cluster in $PGDATA"
     as_postgres initdb --pgdata="$PGDATA" --username=postgres --encoding=UTF8 --locale=C.UTF-8 \

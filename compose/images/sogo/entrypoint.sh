@@ -24,14 +24,25 @@ if [ -z "$password" ]; then
     echo "sogo-entrypoint: $state/secrets/postgres is empty" >&2
     exit 1
 fi
+# A directory for sogo: mode first, owner last, and only while root owns it (without
+# CAP_FOWNER root can chmod nothing it gave away; a volume keeps its owner across starts).
+give() {
+    mkdir -p "$2"
+    if [ "$(stat -c %U "$2")" != sogo ]; then
+        chmod "$1" "$2"
+        chown sogo:sogo "$2"
+    fi
+}
 umask 077
-install -d -o sogo -g sogo -m 0700 /run/sogo /var/lib/sogo
+# The password file first, while root still owns /run/sogo (a fresh tmpfs at every start).
+mkdir -p /run/sogo
 printf 'postgres:5432:sogo:sogo:%s\n' "$password" >"$PGPASSFILE.tmp"
-# Modes first, owner last: without CAP_FOWNER root cannot chmod what it gave away.
 chmod 0600 "$PGPASSFILE.tmp"
 chown sogo:sogo "$PGPASSFILE.tmp"
 mv -f "$PGPASSFILE.tmp" "$PGPASSFILE"
-install -d -o sogo -g sogo -m 0750 /var/spool/sogo
+give 0700 /run/sogo
+give 0700 /var/lib/sogo
+give 0750 /var/spool/sogo
 
 # The static files for web: a fresh copy beside the old one, then a rename (web never sees
 # a half-made tree). Read by www-data in the web container: world-readable.
@@ -51,4 +62,6 @@ fi
 
 # setpriv keeps root's environment: GNUstep finds its user defaults under $HOME.
 export HOME=/var/lib/sogo USER=sogo LOGNAME=sogo
-exec setpriv --reuid=sogo --regid=sogo --init-groups -- "$@"
+# tini stays PID 1 as sogo and passes TERM on to sogod's watchdog, which tells its workers;
+# as the same user it needs no CAP_KILL (the rspamd image does the same).
+exec setpriv --reuid=sogo --regid=sogo --init-groups -- tini -- "$@"
