@@ -150,6 +150,7 @@ class Service:
     init_why: tuple[str, ...] = ()
     hostname: bool = False  # the site's hostname (HELO, greeting)
     depends_on: tuple[str, ...] = ()  # those present for the site
+    depends_healthy: tuple[str, ...] = ()  # of depends_on: started only once these are healthy
     depends_why: tuple[str, ...] = ()
     fenced: bool = False  # a banned address gets no connection to its published ports
     resolves: bool = False  # looks names up in the world: through the stack's resolver (online)

@@ -73,6 +73,7 @@ class ComposeService:
     networks: list[Network]
     networks_why: tuple[str, ...]
     depends_on: list[str]
+    depends_healthy: list[str]  # of depends_on: compose waits until they are healthy
     depends_why: tuple[str, ...]
     stop_grace_period: str
     stop_why: tuple[str, ...]
@@ -176,6 +177,7 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         ],
         networks_why=s.networks_why,
         depends_on=[d for d in s.depends_on if d in p.present],
+        depends_healthy=[d for d in s.depends_healthy if d in p.present],
         depends_why=s.depends_why,
         stop_grace_period=s.stop_grace_period,
         stop_why=s.stop_why,

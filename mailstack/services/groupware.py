@@ -79,6 +79,11 @@ SOGO = Service(
         "groupware: web, its only client. Neither has a route out.",
     ),
     depends_on=("postgres", "memcached", "dovecot", "postfix"),
+    depends_healthy=("postgres",),
+    depends_why=(
+        "SOGo creates its tables when it starts, and only then: it waits for postgres, whose",
+        "entrypoint listens on the network once the role and the users are in place.",
+    ),
     stop_grace_period="3s",
     stop_why=(
         "Idle workers note TERM but exit only after their next request (SOPE's watchdog waits",

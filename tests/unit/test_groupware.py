@@ -110,6 +110,9 @@ def test_groupware_brings_its_services_confined_and_internal() -> None:
         assert set(entry["networks"]) <= {"back", "groupware"}, name
         assert entry["mem_limit"], name
     assert svc["sogo"]["mem_limit"] == f"{128 + 160 * 4}m"
+    # SOGo creates its tables at its start: only once postgres listens (it is healthy).
+    assert svc["sogo"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert svc["sogo"]["depends_on"]["dovecot"] == {"condition": "service_started"}
     assert svc["memcached"]["user"] == "memcache"
     assert svc["memcached"]["cap_add"] == []
     assert set(svc["web"]["networks"]) == {"front", "groupware"}
