@@ -195,6 +195,27 @@ def test_the_static_files_come_from_web(office: Stack) -> None:
     assert "Strict-Transport-Security" in page.headers
 
 
+def test_activesync_answers_through_web(office: Stack) -> None:
+    """groupware.activesync: the EAS endpoint (OPTIONS is a client's first request) names the
+    protocol versions and commands, for a user with a UTF-8 password."""
+    user, password = USERS["ARGON2ID (UTF-8)"]
+    with session(office) as http:
+        answer = http.options(
+            f"{base_url(office)}/Microsoft-Server-ActiveSync",
+            auth=HTTPBasicAuth(user.encode(), password.encode("utf-8")),
+            timeout=30,
+        )
+        refused = http.options(
+            f"{base_url(office)}/Microsoft-Server-ActiveSync",
+            auth=HTTPBasicAuth(user.encode(), b"wrong"),
+            timeout=30,
+        )
+    assert answer.status_code == 200, f"{answer.status_code} {answer.text[:200]}\n{logs(office)}"
+    assert "14.1" in answer.headers.get("MS-ASProtocolVersions", ""), answer.headers
+    assert "FolderSync" in answer.headers.get("MS-ASProtocolCommands", ""), answer.headers
+    assert refused.status_code == 401
+
+
 def test_idle_memory_of_the_groupware(office: Stack) -> None:
     """Printed for the bench notes; asserted only against the compose limits."""
     time.sleep(IDLE_SECONDS)
