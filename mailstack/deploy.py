@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack import __version__
+from mailstack import __version__, services
 from mailstack.errors import UserError
 from mailstack.images import SERVICES, ensure_images, image_id, image_tag
 from mailstack.remote import HostPaths
@@ -89,7 +89,7 @@ def selected_hosts(site: Site, limit: str | None) -> list[Host]:
     return [h for h in site.hosts if limit is None or h.name in limit.split(",")]
 
 
-def image_archive(out_dir: Path, say: Say) -> tuple[Path, dict[str, str]]:
+def image_archive(out_dir: Path, say: Say, only: tuple[str, ...] = SERVICES) -> tuple[Path, dict[str, str]]:
     """A `docker save` of the service images, made again only when an image changed.
 
     Returns the archive and the ID of each image in it: the hosts load the archive only
@@ -97,7 +97,7 @@ def image_archive(out_dir: Path, say: Say) -> tuple[Path, dict[str, str]]:
     """
     archive = out_dir.with_name(out_dir.name + ".images.tar")
     ids_file = archive.with_suffix(".ids")
-    tags = [image_tag(s) for s in SERVICES]
+    tags = [image_tag(s) for s in only]
     ids: dict[str, str] = {}
     for tag in tags:
         found = image_id(tag)
@@ -138,8 +138,9 @@ def deploy(
     release = render_release(site, state_dir, out_dir, vault)
     extra = extra_vars(release.out_dir, state_dir, options, vaulted=vault is not None)
     if options.images == "load":
-        ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say)
-        archive, ids = image_archive(out_dir, say)
+        wanted = services.images(site)
+        ensure_images(base=options.base_image, bootstrap=options.bootstrap_base, say=say, only=wanted)
+        archive, ids = image_archive(out_dir, say, wanted)
         extra["mailstack_images_archive"] = str(archive.resolve())
         extra["mailstack_images_ids"] = ids
     # tls.mode acme: the hosts' acme/ comes back here, then into the state (adopt_acme).

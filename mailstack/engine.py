@@ -130,7 +130,9 @@ def up(
     started = time.monotonic()
     check_engine()
     result = UpResult()
-    result.images_built = [r.tag for r in ensure_images(base=base, bootstrap=bootstrap, say=say) if r.built]
+    # Only the site's images: a site without groupware never builds SOGo's.
+    built = ensure_images(base=base, bootstrap=bootstrap, say=say, only=services.images(project.site))
+    result.images_built = [r.tag for r in built if r.built]
     if project.state_dir.exists() and is_encrypted_state(project.state_dir):
         raise EngineError(
             f"{project.state_dir} is encrypted with ansible-vault; containers need it plain: "

@@ -118,12 +118,14 @@ def ensure_images(
     bootstrap: bool = False,
     rebuild: bool = False,
     say: Callable[[str], None] = print,
+    only: tuple[str, ...] = SERVICES,
 ) -> list[ImageResult]:
-    """Build every service image whose context or base changed; return what was done."""
+    """Build every service image (of ``only``: a site's, see services.images) whose context
+    or base changed; return what was done."""
     base_name = resolve_base(base, bootstrap=bootstrap, say=say)
     base_id = image_id(base_name) or ""
     results = []
-    for service in SERVICES:
+    for service in only:
         tag, digest = image_tag(service), context_digest(service, base_id)
         if not rebuild and image_label(tag, DIGEST_LABEL) == digest:
             results.append(ImageResult(service, tag, built=False))

@@ -11,7 +11,14 @@ from mailstack.site.models import Site
 TlsMode = Literal["implicit", "starttls", "none"]
 # What a service reads from the state (or the operator), each file a compose secret.
 SecretKind = Literal[
-    "tls", "dkim", "rspamd_controller", "redis", "spamhaus_dqs", "acme_ca_bundle", "outbound_ca_bundle"
+    "tls",
+    "dkim",
+    "rspamd_controller",
+    "redis",
+    "spamhaus_dqs",
+    "acme_ca_bundle",
+    "outbound_ca_bundle",
+    "postgres",
 ]
 
 
@@ -35,6 +42,11 @@ class Mount:
     target: str
     read_only: bool = False
     why: tuple[str, ...] = ()
+    # Mounted only when true for the site (None: always).
+    when: Callable[[Site], bool] | None = None
+
+    def wanted(self, site: Site) -> bool:
+        return self.when is None or self.when(site)
 
     @property
     def volume(self) -> str | None:
@@ -56,6 +68,8 @@ class Network:
     # When true for the site: the service's fixed address on this network
     # (site/resolver.py FIXED_ADDRESSES).
     fixed_address: Callable[[Site], bool] | None = None
+    # Joined only when true for the site (None: always).
+    when: Callable[[Site], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,8 +150,17 @@ class Service:
     init_why: tuple[str, ...] = ()
     hostname: bool = False  # the site's hostname (HELO, greeting)
     depends_on: tuple[str, ...] = ()  # those present for the site
+    depends_healthy: tuple[str, ...] = ()  # of depends_on: started only once these are healthy
     depends_why: tuple[str, ...] = ()
     fenced: bool = False  # a banned address gets no connection to its published ports
     resolves: bool = False  # looks names up in the world: through the stack's resolver (online)
     stop_grace_period: str = ""
     stop_why: tuple[str, ...] = ()
+    # Optional parts of the product (groupware): only a site that has the service gets its
+    # configuration files, image, checks and reloads; the others render as if it did not exist.
+    optional: bool = False
+    # The memory limit when it depends on the site (None: ``memory``).
+    memory_for: Callable[[Site], str] | None = None
+
+    def mem_limit(self, site: Site) -> str:
+        return self.memory_for(site) if self.memory_for is not None else self.memory

@@ -116,7 +116,8 @@ def fake_state(domains: tuple[str, ...], tls_mode: str = "selfsigned") -> StateV
         for role, prefix in roles
         for kind in ("ecdsa", "rsa")
     )
-    return StateView(dkim=dkim, tls_files=tls, secret_files={"redis": "secrets/redis"}, tlsa=tlsa)
+    secret_files = {"redis": "secrets/redis", "postgres": "secrets/postgres"}
+    return StateView(dkim=dkim, tls_files=tls, secret_files=secret_files, tlsa=tlsa)
 
 
 def assert_generated_header(path: str, content: bytes) -> None:
@@ -127,7 +128,9 @@ def assert_generated_header(path: str, content: bytes) -> None:
         return
     if path.endswith((".xml", ".mobileconfig")):
         assert f"<!-- {HEADER} -->" in lines[1:3], path
-    elif path.endswith(".lua"):
+    elif path.endswith((".lua", ".sql")):
         assert lines[0] == f"-- {HEADER}", path
+    elif path.endswith("sogo/sogo.conf"):  # a GNUstep property list
+        assert lines[0] == f"// {HEADER}", path
     else:
         assert lines[0] == f"# {HEADER}", path

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstack import services
 from mailstack.dns import records_json
 from mailstack.render.context import Context, build_context
 from mailstack.render.environment import environment
@@ -110,7 +111,13 @@ def render_site(
 def plan_files(site: Site, view: StateView, state_dir: Path, out_dir: Path) -> list[PlannedFile]:
     """The whole output tree in memory: a pure function of its arguments."""
     context = build_context(site, view, state_dir, out_dir)
-    files = [_render_template(name, context) for name in template_names()]
+    # Optional services the site does not have (groupware) leave no file behind.
+    absent = tuple(f"config/{top}/" for top in services.absent_configs(site))
+    files = [
+        _render_template(name, context)
+        for name in template_names()
+        if not output_path(name).startswith(absent)
+    ]
     # JSON has no comments, so no header; the same bytes as `mailstack dns --format json`.
     files.append(PlannedFile("dns/records.json", records_json(site, view)))
     # The web service's static answers: one file per domain and per mailbox (render/web.py).

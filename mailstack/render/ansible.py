@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack import services
+from mailstack.site.models import Site
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Reload:
     exec: list[str]  # empty: restart the service
 
 
-def config_checks() -> list[ConfigCheck]:
+def config_checks(site: Site | None = None) -> list[ConfigCheck]:
     return [
         ConfigCheck(
             s.name,
@@ -39,10 +40,10 @@ def config_checks() -> list[ConfigCheck]:
             services.STATE_MOUNT,
             list(s.config.check),
         )
-        for s in services.CATALOGUE
+        for s in services.rendered(site)
         if s.config.check
     ]
 
 
-def reloads() -> list[Reload]:
-    return [Reload(s.name, s.config.top, list(s.reload.exec)) for s in services.CATALOGUE]
+def reloads(site: Site | None = None) -> list[Reload]:
+    return [Reload(s.name, s.config.top, list(s.reload.exec)) for s in services.rendered(site)]

@@ -21,6 +21,7 @@ from mailstack.site.resolver import fixed_address
 from mailstack.state.view import StateView
 
 DQS_SECRET = "spamhaus_dqs"  # noqa: S105 - a name: the compose secret, named as its state file
+POSTGRES_SECRET = "postgres"  # noqa: S105 - a name, as above
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ComposeService:
     networks: list[Network]
     networks_why: tuple[str, ...]
     depends_on: list[str]
+    depends_healthy: list[str]  # of depends_on: compose waits until they are healthy
     depends_why: tuple[str, ...]
     stop_grace_period: str
     stop_why: tuple[str, ...]
@@ -159,18 +161,23 @@ def _resolve(s: Service, p: _Project) -> ComposeService:
         init=s.init,
         init_why=s.init_why,
         cap_add=s.caps,
-        mem_limit=s.memory,
+        mem_limit=s.mem_limit(p.site),
         pids_limit=s.pids,
         ports=p.published.get(s.name, []),
         hook=hook.replaces if hook else "",
         hook_argv=p.acme.commands[s.name] if hook else [],
         hook_why=hook.why if hook else (),
-        volumes=_volumes(s, p.slots, p.acme),
+        volumes=_volumes(s, p.site, p.slots, p.acme),
         tmpfs=[Entry(t.spec, why=t.why) for t in s.tmpfs],
         secrets=p.secrets.get(s.name, []),
-        networks=[_network(s, n, p) for n in s.networks if not (n.online_only and p.offline)],
+        networks=[
+            _network(s, n, p)
+            for n in s.networks
+            if not (n.online_only and p.offline) and (n.when is None or n.when(p.site))
+        ],
         networks_why=s.networks_why,
         depends_on=[d for d in s.depends_on if d in p.present],
+        depends_healthy=[d for d in s.depends_healthy if d in p.present],
         depends_why=s.depends_why,
         stop_grace_period=s.stop_grace_period,
         stop_why=s.stop_why,
@@ -202,7 +209,7 @@ def listening(s: Service) -> list[int]:
     return [p.container for p in s.ports] + list(s.internal_ports.values())
 
 
-def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
+def _volumes(s: Service, site: Site, slots: Slots, acme: AcmeSettings) -> list[Entry]:
     config = Entry(f"./config/{s.config.rendered}:{s.config.target}:ro", why=s.config.why)
     mounts = [config] + [
         Entry(
@@ -211,6 +218,7 @@ def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
             why=m.why,
         )
         for m in s.volumes
+        if m.wanted(site)
     ]
     if acme.enabled and s.certificates is not None:
         mounts.append(Entry(f"{acme.tls_source}:{acme.tls_target}:ro", quoted=True))
@@ -219,7 +227,7 @@ def _volumes(s: Service, slots: Slots, acme: AcmeSettings) -> list[Entry]:
 
 def named_volumes(site: Site) -> list[str]:
     """The named volumes the site's services mount, in the order they first appear."""
-    mounted = [m.volume for s in services.present(site) for m in s.volumes if m.volume]
+    mounted = [m.volume for s in services.present(site) for m in s.volumes if m.volume and m.wanted(site)]
     return list(dict.fromkeys(mounted))
 
 
@@ -240,6 +248,7 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
         path = state.secret_files.get(name)
         by_kind[name] = [Secret(name, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")] if path else []
     by_kind["spamhaus_dqs"] = _dqs_secret(site, state, state_rel)
+    by_kind["postgres"] = _postgres_secret(site, state, state_rel)
     acme = site.tls.acme
     bundle = acme.ca_bundle if acme is not None else None
     by_kind["acme_ca_bundle"] = [Secret("acme_ca_bundle", bundle, ACME_CA_BUNDLE)] if bundle else []
@@ -248,6 +257,16 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
         [Secret("outbound_ca_bundle", outbound, OUTBOUND_CA_BUNDLE)] if outbound and not site.offline else []
     )
     return {s.name: [x for kind in s.reads for x in by_kind[kind]] for s in services.CATALOGUE}
+
+
+def _postgres_secret(site: Site, state: StateView, state_rel: str) -> list[Secret]:
+    """The sogo role's database password (groupware), made once in the state."""
+    path = state.secret_files.get(POSTGRES_SECRET)
+    if not site.groupware.enabled:
+        return []
+    if path is None:
+        raise StateError("groupware is on, but the state has no database password for SOGo")
+    return [Secret(POSTGRES_SECRET, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")]
 
 
 def _dqs_secret(site: Site, state: StateView, state_rel: str) -> list[Secret]:

@@ -32,6 +32,7 @@ from mailstack.render.dovecot import (
     shared_user_lines,
     sharing_settings,
 )
+from mailstack.render.groupware import GroupwareSettings, groupware_settings
 from mailstack.render.guard import AuthBanSettings, auth_ban_settings
 from mailstack.render.guard import fence_table as fence_table  # tests/integration import it from here
 from mailstack.render.postfix import (
@@ -131,6 +132,7 @@ class Context:
     auth_ban: AuthBanSettings
     web: WebSettings
     acme: AcmeSettings
+    groupware: GroupwareSettings
     config_checks: list[ConfigCheck]  # for the Ansible role (group_vars)
     reloads: list[Reload]
     images: tuple[str, ...]  # the images, each with its config/<image>/ (the role's switch and builds)
@@ -199,7 +201,8 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         auth_ban=auth_ban,
         web=web_settings(site, [(p.cert, p.key) for p in pairs], web_tls_protocols(site)),
         acme=acme,
-        config_checks=config_checks(),
-        reloads=reloads(),
-        images=services.images(),
+        groupware=groupware_settings(site),
+        config_checks=config_checks(site),
+        reloads=reloads(site),
+        images=services.images(site),
     )

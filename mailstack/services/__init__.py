@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from mailstack.service_types import Port, Service
 from mailstack.services.edge import ACME, DANE_POLICY, FENCE, GUARD, MTA_STS, RESOLVER, WEB
+from mailstack.services.groupware import MEMCACHED, POSTGRES, SOGO
 from mailstack.services.mail import DMARC_REPORTS, DOVECOT, POSTFIX, REDIS, RSPAMD
 from mailstack.services.paths import (
     ACME_CHALLENGE_DIR,
@@ -55,10 +56,12 @@ __all__ = [
     "WEB_CONFIG_DIR",
     "WEB_HTTPS_PORT",
     "WEB_HTTP_PORT",
+    "absent_configs",
     "client_address",
     "images",
     "ports",
     "present",
+    "rendered",
     "service",
 ]
 
@@ -72,6 +75,9 @@ CATALOGUE: tuple[Service, ...] = (
     RSPAMD,
     REDIS,
     DMARC_REPORTS,
+    POSTGRES,
+    MEMCACHED,
+    SOGO,
     WEB,
     ACME,
     GUARD,
@@ -79,10 +85,23 @@ CATALOGUE: tuple[Service, ...] = (
 )
 
 
-def images() -> tuple[str, ...]:
+def images(site: Site | None = None) -> tuple[str, ...]:
     """The images to build, each once (the guard image also runs the fence service); each
-    image's rendered configuration is config/<image>/."""
-    return tuple(dict.fromkeys(s.image for s in CATALOGUE))
+    image's rendered configuration is config/<image>/. For a site: without the images of
+    optional services it does not have."""
+    return tuple(dict.fromkeys(s.image for s in rendered(site)))
+
+
+def rendered(site: Site | None = None) -> list[Service]:
+    """The services a site's rendered tree knows of (checks, reloads, images): every one but
+    the optional services it does not have. Without a site: all of them."""
+    return [s for s in CATALOGUE if site is None or not s.optional or s.present(site)]
+
+
+def absent_configs(site: Site) -> set[str]:
+    """The config/<dir> trees not rendered for the site: those of its absent optional services."""
+    kept = {s.config.top for s in rendered(site)}
+    return {s.config.top for s in CATALOGUE if s.config.top not in kept}
 
 
 def present(site: Site) -> list[Service]:

@@ -22,6 +22,7 @@ from mailstack.services.paths import (
     GUARD_CONFIG_DIR,
     GUARD_DATA_DIR,
     GUARD_POLICY_HOST,
+    SOGO_STATIC,
     WEB_CONFIG_DIR,
     WEB_HTTP_PORT,
     WEB_HTTPS_PORT,
@@ -43,6 +44,10 @@ def _acme(site: Site) -> bool:
 
 def _online(site: Site) -> bool:
     return not site.offline
+
+
+def _groupware(site: Site) -> bool:
+    return site.groupware.enabled
 
 
 def _web(site: Site) -> bool:
@@ -166,6 +171,13 @@ WEB = Service(
                 "/.well-known/acme-challenge/.",
             ),
         ),
+        Mount(
+            "sogo-static",
+            SOGO_STATIC,
+            read_only=True,
+            why=("SOGo's static files (groupware), copied there by the sogo service.",),
+            when=_groupware,
+        ),
     ),
     tmpfs=(
         Tmpfs("/run:size=4m", ("pid file and temporary files (/run/nginx), the key copies for www-data.",)),
@@ -180,7 +192,8 @@ WEB = Service(
             "entrypoint, which drops to www-data for nginx.",
         ),
     ),
-    networks=(Network("front"),),
+    # groupware: where SOGo answers (an internal network of web and sogo alone).
+    networks=(Network("front"), Network("groupware", when=_groupware)),
     healthcheck=Healthcheck(("/usr/local/bin/web-healthcheck",)),
     # Refreshes the copies of the TLS keys, then `nginx -s reload` as www-data (no CAP_KILL).
     reload=Reload(("web-reload",)),

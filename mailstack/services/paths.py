@@ -32,3 +32,12 @@ DMARC_REPORTS_NEXT = "/run/rspamd/dmarc-reports.next"
 # Postfix's SMTP listener for the reporter, on postfix's fixed back-network address only. Not
 # among postfix's internal_ports: its healthcheck probes those on loopback.
 DMARC_REPORTS_SMTP_PORT = 10025
+# groupware: SOGo's rendered configuration (sogo.conf, read at /etc/sogo as Debian's package
+# expects), the web service's copy of its static files, and PostgreSQL's configuration and data.
+SOGO_CONFIG_DIR = "/etc/sogo"
+SOGO_PORT = 20000
+SOGO_STATIC = "/srv/sogo-static"  # the sogo-static volume; current/ is the live copy
+POSTGRES_CONFIG_DIR = "/etc/mailstack-postgres"
+POSTGRES_DATA = "/var/lib/postgresql/data"
+POSTGRES_PORT = 5432
+MEMCACHED_PORT = 11211

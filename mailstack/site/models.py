@@ -29,6 +29,7 @@ from mailstack.site.fields import (
     parse_network,
 )
 from mailstack.site.front import FrontSubnet6, default_front_subnet6
+from mailstack.site.groupware import Groupware, groupware_rules
 from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
@@ -233,6 +234,7 @@ class Site(Model):
     dns: Dns = Field(default_factory=Dns)
     mta_sts: MtaSts = Field(default_factory=MtaSts)
     reports: Reports = Field(default_factory=Reports)
+    groupware: Groupware = Field(default_factory=Groupware)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
@@ -251,6 +253,10 @@ class Site(Model):
     @property
     def domain_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.domains)
+
+    @property
+    def https_published(self) -> bool:
+        return self.network.ports.https is not None
 
     @property
     def internal_subnet(self) -> str:
@@ -299,6 +305,7 @@ class Site(Model):
         yield from report_rules(self)
         yield from self._dqs_offline()
         yield from sharing_rules(self)
+        yield from groupware_rules(self)
 
     def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:
         if self.offline and self.abuse.spamhaus_dqs:

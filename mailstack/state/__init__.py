@@ -13,7 +13,8 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
                                       self-signed by the local CA until the first issuance
     acme/tls/live/serial              changes with every switch: the services reload on it
     acme/status.json, account.json    written by the acme service (attempts, back-off, account)
-    secrets/<name>                    internal service passwords
+    secrets/<name>                    internal service passwords (secrets/postgres: the sogo
+                                      role's, made only with groupware)
     secrets/probe_password            the probe mailbox's password (`mailstack check`)
     secrets/spamhaus_dqs              the Spamhaus DQS key, given by the operator (`mailstack
                                       secret set`; abuse.spamhaus_dqs); the one file replaced
@@ -61,7 +62,13 @@ from mailstack.state.crypto import (
     spki_sha256,
 )
 from mailstack.state.files import StateFiles
-from mailstack.state.layout import OPERATOR_SECRETS, PROBE_HASH, PROBE_PASSWORD, SECRET_NAMES
+from mailstack.state.layout import (
+    GROUPWARE_SECRET,
+    OPERATOR_SECRETS,
+    PROBE_HASH,
+    PROBE_PASSWORD,
+    SECRET_NAMES,
+)
 from mailstack.state.version import check_format
 from mailstack.state.view import DkimKey, StateView, TlsaKey
 
@@ -79,6 +86,8 @@ class State(StateFiles):
         elif site.tls.mode == "acme":
             tls_files = acme_files(self, site.hostname, server_names(site), self._local_ca(site.hostname))
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
+        if site.groupware.enabled:
+            secret_files[GROUPWARE_SECRET] = self._secret(GROUPWARE_SECRET)
         # What the operator gave (`mailstack secret set`), by its file's name; rendering asks
         # for the ones the site needs.
         secret_files |= {

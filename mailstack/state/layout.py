@@ -4,6 +4,8 @@ from __future__ import annotations
 
 STATE_FORMAT = 1
 SECRET_NAMES = ("rspamd_controller", "redis")
+# The sogo role's PostgreSQL password: made only for a site with groupware.
+GROUPWARE_SECRET = "postgres"  # noqa: S105 - a file name
 # The probe mailbox's hash is rendered into Dovecot's users file like every mailbox's hash
 # (those sit in the site file, in git); the password, 144 random bits, stays a secret.
 PROBE_PASSWORD, PROBE_HASH = "secrets/probe_password", "probe/password_hash"

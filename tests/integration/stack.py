@@ -88,6 +88,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def cgroup_memory_mib(container_id: str) -> float | None:
+    """MiB a container uses, from its cgroup (v1 or v2): `docker stats` of a newer client
+    against Debian's 20.10 engine reports 0 B. None when neither file is there."""
+    for path in (
+        Path(f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes"),
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current"),
+    ):
+        if path.exists():
+            return int(path.read_text()) / 2**20
+    return None
+
+
 def make_message(
     sender: str,
     to: str | list[str],

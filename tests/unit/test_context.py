@@ -235,6 +235,9 @@ def test_context_ties_it_together(tmp_path: Path) -> None:
         "guard": 8425,
         "mta_sts": 8461,
         "dane_policy": 8462,
+        "postgres": 5432,
+        "memcached": 11211,
+        "sogo": 20000,
     }
     assert context.message_size == 512 * 1024
     assert context.virtual_domains == ["ctx.example\tOK", "shop.example\tOK"]

@@ -1,0 +1,269 @@
+"""groupware: SOGo with PostgreSQL and memcached, behind the web service, on a stack of its own
+(examples/office.yaml under an id and ports of its own).
+
+Real clients only: logins through SOGo's own login call (/SOGo/connect) for every password
+scheme the site allows, one of them a UTF-8 password; a CalDAV PROPFIND of the user's
+calendar home with the `caldav` library; TLS verified against the site's CA and hostname
+throughout (the HTTP client dials 127.0.0.1 and checks the certificate for the site's hostname).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import requests
+from caldav.davclient import DAVClient
+from caldav.lib.error import DAVError
+from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+
+from mailstack import engine
+from tests.integration.conftest import site_copy, start_stack
+from tests.integration.stack import NOTES, ROOT, Stack, cgroup_memory_mib, wait_until
+
+pytestmark = pytest.mark.integration
+
+OFFICE = ROOT / "examples" / "office.yaml"
+# The plaintexts of examples/office.yaml's hashes: one mailbox per scheme.
+USERS = {
+    "SHA512-CRYPT": ("anna@office.test", "anna-office-password"),
+    "SHA256-CRYPT": ("jonas@office.test", "jonas-office-password"),
+    "BLF-CRYPT": ("lena@office.test", "lena-office-password"),
+    "ARGON2I": ("omar@office.test", "omar-office-password"),
+    "ARGON2ID (UTF-8)": ("zoe@office.test", "zoë-Pässwörd-€"),
+}
+GROUPWARE = ("sogo", "postgres", "memcached")
+UP_TIMEOUT = 420.0  # a first start builds the sogo and postgres images too
+IDLE_SECONDS = 20.0
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("groupware")
+    site_path = base / "site.yaml"
+    site_copy(OFFICE, site_path, bind=["127.0.0.1"])
+    started = time.monotonic()
+    stack = start_stack(site_path, timeout=UP_TIMEOUT)
+    NOTES.append(f"groupware: `up` of {stack.project.name} took {time.monotonic() - started:.0f}s")
+    try:
+        yield stack
+    finally:
+        if os.environ.get("MAILSTACK_ITEST_KEEP") != "1":
+            engine.down(stack.project, volumes=True)
+
+
+def logs(stack: Stack) -> str:
+    return "\n".join(f"===== {s} =====\n{stack.logs(s, 30)}" for s in (*GROUPWARE, "web"))
+
+
+class SiteAdapter(HTTPAdapter):
+    """HTTPS to 127.0.0.1 with the certificate checked for the site's hostname (SNI too)."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self.hostname
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session(stack: Stack) -> requests.Session:
+    http = requests.Session()
+    # Not the environment's: REQUESTS_CA_BUNDLE would replace the site's CA (and a proxy
+    # would see the traffic).
+    http.trust_env = False
+    http.mount("https://", SiteAdapter(stack.site.hostname))
+    http.verify = str(stack.ca_path)
+    return http
+
+
+def base_url(stack: Stack) -> str:
+    return f"https://127.0.0.1:{stack.ports['https']}"
+
+
+def login(stack: Stack, user: str, password: str) -> requests.Response:
+    body = json.dumps({"userName": user, "password": password, "rememberLogin": 0}, ensure_ascii=False)
+    with session(stack) as http:
+        return http.post(
+            f"{base_url(stack)}/SOGo/connect",
+            data=body.encode("utf-8"),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=30,
+        )
+
+
+def test_the_groupware_stack_comes_up_healthy(office: Stack) -> None:
+    assert office.up_error is None, f"{office.up_error}\n{logs(office)}"
+    states = engine.service_states(office.project)
+    for service in (*GROUPWARE, "web", "dovecot", "postfix"):
+        assert states.get(service) == "healthy", f"{service}: {states.get(service)}\n{logs(office)}"
+
+
+@pytest.mark.parametrize("scheme", list(USERS))
+def test_a_login_per_password_scheme(office: Stack, scheme: str) -> None:
+    user, password = USERS[scheme]
+    started = time.monotonic()
+    answer = login(office, user, password)
+    seconds = time.monotonic() - started
+    assert answer.status_code == 200, f"{scheme}: {answer.status_code} {answer.text}\n{logs(office)}"
+    assert answer.json()["username"] == user
+    assert "0xHIGHFLYxSOGo" in (answer.headers.get("set-cookie") or ""), answer.headers
+    NOTES.append(f"groupware: SOGo login with {scheme} took {seconds:.2f}s")
+    refused = login(office, user, password + "x")
+    assert refused.status_code == 403, f"{scheme}: wrong password answered {refused.status_code}"
+
+
+def test_a_user_from_no_mailbox_is_refused(office: Stack) -> None:
+    assert login(office, "nobody@office.test", "anna-office-password").status_code == 403
+
+
+def test_caldav_finds_the_calendar_home(office: Stack) -> None:
+    user, password = USERS["ARGON2ID (UTF-8)"]
+    # RFC 6764: the well-known URL leads to SOGo's DAV root.
+    with session(office) as http:
+        hop = http.get(f"{base_url(office)}/.well-known/caldav", allow_redirects=False, timeout=30)
+    assert hop.status_code == 301
+    assert hop.headers["location"].endswith("/SOGo/dav/")
+    client = DAVClient(
+        url=f"{base_url(office)}/SOGo/dav/{user}/",
+        username=user,
+        password=password,
+        ssl_verify_cert=str(office.ca_path),
+    )
+    client.session = session(office)
+    try:
+        principal = client.principal()  # type: ignore[no-untyped-call]
+        home = unquote(str(principal.calendar_home_set.url))  # SOGo writes @ as %40
+        calendars = principal.calendars()
+    except DAVError as exc:
+        raise AssertionError(f"{exc}\n{logs(office)}") from exc
+    assert home.endswith(f"/SOGo/dav/{user}/Calendar/"), home
+    assert [c for c in calendars if unquote(str(c.url)).endswith(f"/{user}/Calendar/personal/")], calendars
+    # A plain PROPFIND with Basic auth too: the calendar home answers 207 Multi-Status.
+    with session(office) as http:
+        found = http.request(
+            "PROPFIND",
+            f"{base_url(office)}/SOGo/dav/{user}/Calendar/",
+            headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
+            data=b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><displayname/></prop></propfind>',
+            auth=HTTPBasicAuth(user.encode(), password.encode("utf-8")),
+            timeout=30,
+        )
+    assert found.status_code == 207, found.text
+    assert "/Calendar/personal/" in found.text
+
+
+@pytest.mark.parametrize("scheme", ["SHA512-CRYPT", "ARGON2ID (UTF-8)"])
+def test_sogo_reads_mail_with_the_users_own_password(office: Stack, scheme: str) -> None:
+    """The webmail's folder list comes from Dovecot, logged in to with the user's password
+    (a UTF-8 one too)."""
+    user, password = USERS[scheme]
+    with session(office) as http:
+        answer = http.post(
+            f"{base_url(office)}/SOGo/connect",
+            data=json.dumps({"userName": user, "password": password}, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+        xsrf = http.cookies.get("XSRF-TOKEN", "")
+        # SOGoMailAccount's "view" (UI/MailerUI/product.plist): the account's mailboxes.
+        folders = http.get(
+            f"{base_url(office)}/SOGo/so/{user}/Mail/0/view",
+            headers={"X-XSRF-TOKEN": xsrf},
+            timeout=30,
+        )
+    assert folders.status_code == 200, f"{folders.status_code} {folders.text[:300]}\n{logs(office)}"
+    assert "INBOX" in folders.text
+
+
+def test_the_static_files_come_from_web(office: Stack) -> None:
+    with session(office) as http:
+        page = http.get(f"{base_url(office)}/SOGo/", timeout=30)
+        assert page.status_code == 200
+        css = http.get(f"{base_url(office)}/SOGo.woa/WebServerResources/css/styles.css", timeout=30)
+    assert css.status_code == 200, css.status_code
+    assert "Strict-Transport-Security" in page.headers
+
+
+def test_activesync_answers_through_web(office: Stack) -> None:
+    """groupware.activesync: the EAS endpoint (OPTIONS is a client's first request) names the
+    protocol versions and commands, for a user with a UTF-8 password."""
+    user, password = USERS["ARGON2ID (UTF-8)"]
+    with session(office) as http:
+        answer = http.options(
+            f"{base_url(office)}/Microsoft-Server-ActiveSync",
+            auth=HTTPBasicAuth(user.encode(), password.encode("utf-8")),
+            timeout=30,
+        )
+        refused = http.options(
+            f"{base_url(office)}/Microsoft-Server-ActiveSync",
+            auth=HTTPBasicAuth(user.encode(), b"wrong"),
+            timeout=30,
+        )
+    assert answer.status_code == 200, f"{answer.status_code} {answer.text[:200]}\n{logs(office)}"
+    assert "14.1" in answer.headers.get("MS-ASProtocolVersions", ""), answer.headers
+    assert "FolderSync" in answer.headers.get("MS-ASProtocolCommands", ""), answer.headers
+    assert refused.status_code == 401
+
+
+def test_idle_memory_of_the_groupware(office: Stack) -> None:
+    """Printed for the bench notes; asserted only against the compose limits."""
+    time.sleep(IDLE_SECONDS)
+    used = memory(office.project.name)
+    line = ", ".join(f"{s} {used.get(s, 0):.1f} MiB" for s in sorted(used))
+    total = sum(used.values())
+    NOTES.append(f"groupware: idle memory after {IDLE_SECONDS:.0f}s: {line}; whole stack {total:.1f} MiB")
+    print(f"\nidle memory: {line}; total {total:.1f} MiB", file=sys.stderr)
+    for service in GROUPWARE:
+        assert used.get(service, 0) > 0, f"no cgroup reading for {service}"
+
+
+def memory(project: str) -> dict[str, float]:
+    """MiB in use per service of the compose project."""
+    listing = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "--no-trunc",
+            "--format",
+            '{{.ID}} {{.Label "com.docker.compose.service"}}',
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    pairs = (line.split() for line in listing.splitlines())
+    return {service: round(mib, 1) for cid, service in pairs if (mib := cgroup_memory_mib(cid)) is not None}
+
+
+def test_a_changed_mailbox_reaches_sogo_on_the_next_up(office: Stack) -> None:
+    """Users are reconciled on every `up`: a removed mailbox can no longer log in to SOGo."""
+    user, password = USERS["BLF-CRYPT"]
+    text = office.site_path.read_text(encoding="utf-8")
+    start = text.index(f"  - address: {user}\n")
+    end = text.index("  - address:", start + 1)
+    office.site_path.write_text(text[:start] + text[end:], encoding="utf-8")
+    office.reload_site()
+    result = engine.up(office.project, timeout=UP_TIMEOUT, say=lambda _m: None)
+    assert "postgres" in result.reloaded, result.reloaded
+    wait_until(
+        f"{user} to be refused by SOGo after its removal",
+        lambda: login(office, user, password).status_code == 403,
+        timeout=30,
+        interval=2,
+    )
+    other, other_password = USERS["SHA512-CRYPT"]
+    assert login(office, other, other_password).status_code == 200
