@@ -26,6 +26,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from mailstack import services
+from mailstack.discovery import dav
 from mailstack.site.models import DomainEntry, Site
 from mailstack.site.records import Dmarc
 from mailstack.state import State
@@ -190,7 +191,35 @@ def _mail_records(site: Site, view: StateView, entry: DomainEntry, rec: _Rec) ->
             f"0 1 {https} {host}.",
             "Outlook finds the autodiscover service over HTTPS on the mail server",
         )
+    yield from _dav_records(site, d, rec)
     yield from _caa(site, d, rec)
+
+
+def _dav_records(site: Site, d: str, rec: _Rec) -> Iterator[Record]:
+    """RFC 6764: CalDAV and CardDAV over TLS on the mail server, and their context path; the
+    plain-text variants are marked as not offered (RFC 2782's "."), so clients never try them."""
+    service = dav(site)
+    if service is None:
+        return
+    for label, what in (("caldav", "calendars (CalDAV)"), ("carddav", "contacts (CardDAV)")):
+        yield rec(
+            f"_{label}s._tcp.{d}",
+            "SRV",
+            f"0 1 {service.port} {service.host}.",
+            f"clients find the groupware's {what} over HTTPS on {service.host} (RFC 6764 §3)",
+        )
+        yield rec(
+            f"_{label}s._tcp.{d}",
+            "TXT",
+            f"path={service.root}",
+            "… under this path, where the user's principal is found (RFC 6764 §4)",
+        )
+        yield rec(
+            f"_{label}._tcp.{d}",
+            "SRV",
+            "0 0 0 .",
+            f"{what} without TLS is not offered: clients must not look for it (RFC 6764 §3)",
+        )
 
 
 def _host_records(site: Site, view: StateView, rec: _Rec, *, own_zone: bool) -> Iterator[Record]:

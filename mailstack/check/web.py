@@ -7,6 +7,7 @@ import http.client
 import ssl
 import xml.etree.ElementTree as ET
 
+from mailstack.check.groupware import groupware_results
 from mailstack.check.results import Result, failed, passed
 from mailstack.check.transport import TIMEOUT, Endpoint
 from mailstack.mtasts import PolicyError, mx_matches, parse_policy
@@ -34,6 +35,8 @@ def web_results(site: Site, endpoints: dict[str, Endpoint], context: ssl.SSLCont
     first = site.domain_names[0]
     results.append(_autoconfig(https, context, site, first))
     results.append(_autodiscover(https, context, site))
+    if site.groupware.enabled:
+        results += groupware_results(site, https, context)
     return results
 
 

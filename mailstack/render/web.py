@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailstack import services
+from mailstack.discovery import dav
 from mailstack.dns import mta_sts_policy
 from mailstack.render.environment import environment
 from mailstack.render.writer import PlannedFile
@@ -182,7 +183,13 @@ def web_files(site: Site) -> list[PlannedFile]:
     """The static files under config/web/htdocs: a pure function of the site."""
     incoming, outgoing = client_endpoints(site)
     env = environment()
-    common = {"site": site, "incoming": incoming, "outgoing": outgoing, "pox": pox_protocols(site)}
+    common = {
+        "site": site,
+        "incoming": incoming,
+        "outgoing": outgoing,
+        "pox": pox_protocols(site),
+        "dav": dav(site),
+    }
     files = [PlannedFile("config/web/htdocs/.well-known/mta-sts.txt", mta_sts_policy(site).encode())]
     autoconfig = env.get_template("web/autoconfig.xml.j2")
     for domain in site.domain_names:
@@ -200,6 +207,8 @@ def web_files(site: Site) -> list[PlannedFile]:
                     "identifier": f"{reverse_dns(site.hostname)}.mailstack.{_label(mailbox.address)}",
                     "profile_uuid": profile_uuid(site, mailbox.address, "profile"),
                     "account_uuid": profile_uuid(site, mailbox.address, "account"),
+                    "caldav_uuid": profile_uuid(site, mailbox.address, "caldav"),
+                    "carddav_uuid": profile_uuid(site, mailbox.address, "carddav"),
                 }
             )
             files.append(
