@@ -28,6 +28,7 @@ from requests.auth import HTTPBasicAuth
 from mailstack import engine
 from tests.integration.conftest import site_copy, start_stack
 from tests.integration.stack import NOTES, ROOT, Stack, cgroup_memory_mib, wait_until
+from tests.integration.test_check import failures, run_check
 
 pytestmark = pytest.mark.integration
 
@@ -267,3 +268,14 @@ def test_a_changed_mailbox_reaches_sogo_on_the_next_up(office: Stack) -> None:
     )
     other, other_password = USERS["SHA512-CRYPT"]
     assert login(office, other, other_password).status_code == 200
+
+
+def test_check_finds_the_groupware_as_its_clients_do(office: Stack) -> None:
+    """`mailstack check` probes CalDAV and CardDAV discovery, the webmail's login page and
+    ActiveSync's OPTIONS on the running stack, and every item passes."""
+    code, report, output = run_check(office)
+    probes = {r["probe"]: r for r in report["results"]}
+    for probe in ("CalDAV discovery", "CardDAV discovery", "webmail", "ActiveSync"):
+        assert probe in probes, f"{probe} not probed:\n{output}"
+        assert probes[probe]["status"] == "pass", f"{probe}: {probes[probe]['reason']}\n{logs(office)}"
+    assert code == 0, failures(report)
