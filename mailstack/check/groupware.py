@@ -6,8 +6,9 @@ from __future__ import annotations
 import http.client
 import ssl
 
+from mailstack.check.http import http_request
 from mailstack.check.results import Result, failed, passed
-from mailstack.check.transport import TIMEOUT, Endpoint
+from mailstack.check.transport import Endpoint
 from mailstack.discovery import DAV_ROOT
 from mailstack.site.models import Site
 
@@ -24,23 +25,11 @@ def groupware_results(site: Site, endpoint: Endpoint, context: ssl.SSLContext) -
     return results
 
 
-def request(
-    endpoint: Endpoint, context: ssl.SSLContext, host: str, method: str, path: str
-) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=TIMEOUT, context=context)
-    try:
-        connection.request(method, path, headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
 def _well_known(endpoint: Endpoint, context: ssl.SSLContext, site: Site, kind: str) -> Result:
     probe = f"{'CalDAV' if kind == 'caldav' else 'CardDAV'} discovery"
     path = f"/.well-known/{kind}"
     try:
-        status, headers, _ = request(endpoint, context, site.hostname, "GET", path)
+        status, headers, _ = http_request(endpoint, context, site.hostname, path)
     except (OSError, http.client.HTTPException) as exc:
         return failed(probe, f"https://{site.hostname}{path}: {exc}", FIX_GROUPWARE)
     location = headers.get("location", "")
@@ -56,7 +45,7 @@ def _webmail(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:
     path = "/SOGo/"
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            status, headers, body = request(endpoint, context, site.hostname, "GET", path)
+            status, headers, body = http_request(endpoint, context, site.hostname, path)
             location = headers.get("location", "")
             if status not in REDIRECTS or not location.startswith(("/", f"https://{site.hostname}")):
                 break
@@ -74,7 +63,7 @@ def _activesync(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Resu
     probe = "ActiveSync"
     path = "/Microsoft-Server-ActiveSync"
     try:
-        status, headers, _ = request(endpoint, context, site.hostname, "OPTIONS", path)
+        status, headers, _ = http_request(endpoint, context, site.hostname, path, method="OPTIONS")
     except (OSError, http.client.HTTPException) as exc:
         return failed(probe, f"OPTIONS https://{site.hostname}{path}: {exc}", FIX_GROUPWARE)
     versions = headers.get("ms-asprotocolversions")

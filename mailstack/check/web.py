@@ -8,8 +8,9 @@ import ssl
 import xml.etree.ElementTree as ET
 
 from mailstack.check.groupware import groupware_results
+from mailstack.check.http import http_request
 from mailstack.check.results import Result, failed, passed
-from mailstack.check.transport import TIMEOUT, Endpoint
+from mailstack.check.transport import Endpoint
 from mailstack.mtasts import PolicyError, mx_matches, parse_policy
 from mailstack.site.models import Site
 
@@ -40,30 +41,9 @@ def web_results(site: Site, endpoints: dict[str, Endpoint], context: ssl.SSLCont
     return results
 
 
-def _get(
-    endpoint: Endpoint, context: ssl.SSLContext | None, host: str, path: str, body: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    connection: http.client.HTTPConnection
-    if context is None:
-        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=TIMEOUT)
-    else:
-        connection = http.client.HTTPSConnection(
-            endpoint.host, endpoint.port, timeout=TIMEOUT, context=context
-        )
-    try:
-        headers = {"Host": host}
-        if body is not None:
-            headers["Content-Type"] = "text/xml"
-        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
 def _redirects(endpoint: Endpoint, site: Site) -> Result:
     try:
-        status, headers, _ = _get(endpoint, None, site.hostname, "/mail/config-v1.1.xml")
+        status, headers, _ = http_request(endpoint, None, site.hostname, "/mail/config-v1.1.xml")
     except OSError as exc:
         return failed(endpoint.label, f"HTTP on {endpoint.host}:{endpoint.port} failed: {exc}", FIX_WEB)
     location = headers.get("location", "")
@@ -76,7 +56,7 @@ def _mta_sts(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain: st
     probe = f"MTA-STS {domain}"
     name = f"mta-sts.{domain}"
     try:
-        status, _, body = _get(endpoint, context, name, "/.well-known/mta-sts.txt")
+        status, _, body = http_request(endpoint, context, name, "/.well-known/mta-sts.txt")
     except (OSError, http.client.HTTPException) as exc:
         return failed(probe, f"https://{name}/.well-known/mta-sts.txt: {exc}", FIX_WEB)
     if status != 200:
@@ -100,7 +80,7 @@ def _mta_sts(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain: st
 def _autoconfig(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain: str) -> Result:
     probe = "autoconfig"
     try:
-        status, _, body = _get(endpoint, context, f"autoconfig.{domain}", "/mail/config-v1.1.xml")
+        status, _, body = http_request(endpoint, context, f"autoconfig.{domain}", "/mail/config-v1.1.xml")
         root = ET.fromstring(body) if status == 200 else None  # noqa: S314 - our own server's answer
     except (OSError, http.client.HTTPException, ET.ParseError) as exc:
         return failed(probe, f"autoconfig for {domain}: {exc}", FIX_WEB)
@@ -121,7 +101,7 @@ def _autodiscover(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Re
     request = AUTODISCOVER_REQUEST.format(address=site.probe_address)
     host = f"autodiscover.{site.domain_names[0]}"
     try:
-        status, _, body = _get(endpoint, context, host, "/autodiscover/autodiscover.xml", request)
+        status, _, body = http_request(endpoint, context, host, "/autodiscover/autodiscover.xml", request)
         root = ET.fromstring(body) if status == 200 else None  # noqa: S314 - our own server's answer
     except (OSError, http.client.HTTPException, ET.ParseError) as exc:
         return failed(probe, f"autodiscover POST: {exc}", FIX_WEB)
