@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 
 from mailstack.dns import build_records
 from tests.conftest import fake_state
-from tests.unit.test_groupware import rendered, site
+from tests.unit.test_groupware import site
+from tests.unit.test_resolver import rendered
 
 ON = "groupware: {enabled: true}\n"
 

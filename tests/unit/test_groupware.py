@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from mailstack import services
 from mailstack.errors import SiteValidationError
-from mailstack.render import plan_files, render_site
+from mailstack.render import render_site
 from mailstack.render.groupware import sogo_users, sql_literal
 from mailstack.site.loader import parse_site
 from mailstack.site.models import Site
-from tests.conftest import fake_state
+from tests.unit.test_resolver import compose, rendered
 
 GROUPWARE = ("sogo", "postgres", "memcached")
 ANNA_HASH = (
@@ -45,17 +43,6 @@ mailboxes:
 
 def site(extra: str = "", base: str = BASE) -> Site:
     return parse_site(base + extra)
-
-
-def rendered(s: Site) -> dict[str, str]:
-    root = Path("/srv/sites")
-    files = plan_files(s, fake_state(s.domain_names), root / ".mailstack" / s.site, root / "build" / s.site)
-    return {f.path: f.content.decode() for f in files}
-
-
-def compose(files: dict[str, str]) -> dict[str, Any]:
-    loaded: dict[str, Any] = YAML(typ="safe").load(files["compose.yaml"])
-    return loaded
 
 
 def test_groupware_is_off_unless_set() -> None:

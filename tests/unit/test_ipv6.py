@@ -54,7 +54,7 @@ def test_an_ipv4_only_site_has_no_ipv6_anywhere() -> None:
     site = parse_site(BASE + "network:\n  bind: 0.0.0.0\n")
     assert site.front_subnet6 is None
     files = rendered(site)
-    assert compose(files)["networks"]["front"] == {}  # type: ignore[index]
+    assert compose(files)["networks"]["front"] == {}
     assert "[::]" not in files["config/web/nginx.conf"] + files["compose.yaml"]
 
 

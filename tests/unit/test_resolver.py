@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -46,8 +47,8 @@ def rendered(s: Site) -> dict[str, str]:
     return {f.path: f.content.decode() for f in files}
 
 
-def compose(files: dict[str, str]) -> dict[str, object]:
-    loaded: dict[str, object] = YAML(typ="safe").load(files["compose.yaml"])
+def compose(files: dict[str, str]) -> dict[str, Any]:
+    loaded: dict[str, Any] = YAML(typ="safe").load(files["compose.yaml"])
     return loaded
 
 
@@ -108,7 +109,7 @@ def test_online_everything_that_looks_names_up_asks_the_resolver() -> None:
     for name in ("postfix", "rspamd", "mta-sts", "dane-policy"):
         assert services[name]["dns"] == [address], name
     assert "dns" not in services["dovecot"]
-    back = project["networks"]["back"]  # type: ignore[index]
+    back = project["networks"]["back"]
     assert back["internal"] is True
     assert back["ipam"]["config"] == [
         {"subnet": online.internal_subnet, "ip_range": dynamic_range(online.internal_subnet)}
