@@ -364,11 +364,29 @@ def wait_healthy(project: Project, timeout: float, say: Say) -> None:
         failed = {s: st for s, st in waiting.items() if st in ("exited", "dead", "unhealthy")}
         if failed or time.monotonic() > deadline:
             bad = failed or waiting
-            logs = {s: tail_logs(project, s, 15) for s in bad}
+            logs = {s: tail_logs(project, s, 15) + health_log(project, s) for s in bad}
             detail = "\n".join(f"--- {s} ({st}):\n{logs[s]}" for s, st in bad.items())
             reason = "failed" if failed else f"not healthy after {timeout:.0f}s"
             raise EngineError(f"{', '.join(bad)} {reason}; last log lines:\n{detail}")
         time.sleep(1)
+
+
+def health_log(project: Project, service: str) -> str:
+    """The last healthcheck probes of the service's container (what an unhealthy one said;
+    its own log is often empty), one line each; empty when it has none."""
+    ids = project.compose("ps", "--all", "-q", service).stdout.split()
+    if not ids:
+        return ""
+    try:
+        health = docker.from_env().api.inspect_container(ids[0])["State"].get("Health") or {}
+    except docker.errors.DockerException:
+        return ""
+    lines = []
+    for probe in health.get("Log", [])[-3:]:
+        said = " ".join(str(probe.get("Output", "")).split()) or "<no output>"
+        when = str(probe.get("End", ""))[:19]
+        lines.append(f"\nhealthcheck exit {probe.get('ExitCode')} at {when}: {said}")
+    return "".join(lines)
 
 
 def tail_logs(project: Project, service: str, lines: int) -> str:

@@ -148,7 +148,10 @@ MEMCACHED = Service(
     user="memcache",
     caps=(),
     memory="96m",
-    pids=16,
+    # memcached runs 10 threads; every healthcheck (or docker exec) adds runc's own, several
+    # more on a loaded host. At 16, probes failed with "read init-p: connection reset by peer"
+    # and the service went unhealthy while CI ran its layers side by side.
+    pids=48,
     internal_ports={"memcached": MEMCACHED_PORT},
     # None of its own: the sogo image's directory, unused here.
     config=Config("sogo", SOGO_CONFIG_DIR),
