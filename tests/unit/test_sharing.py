@@ -210,6 +210,26 @@ def test_the_role_runs_the_reconciler_after_the_handlers_and_is_changed_only_by_
     assert task["changed_when"] == "mailstack_stack_acl.stdout | length > 0"
 
 
+def test_the_role_reconciles_the_calendars_and_address_books_in_sogo_right_after_the_mailboxes() -> None:
+    """The groupware's shared calendars and address books: the command comes from group_vars
+    (none by default), runs in the sogo container, and is changed only when it printed a change."""
+    role = Path(__file__).parents[2] / "playbooks/roles/mailstack_stack"
+    tasks = YAML(typ="safe").load((role / "tasks/main.yml").read_text())
+    names = [t["name"] for t in tasks]
+    mailboxes = names.index("Ensure the rights on the shared mailboxes are those of the site description")
+    dav = "Ensure the rights on the shared calendars and address books are those of the site description"
+    assert names.index(dav) == mailboxes + 1
+    task = tasks[names.index(dav)]
+    assert task["community.docker.docker_compose_v2_exec"]["service"] == "sogo"
+    assert task["community.docker.docker_compose_v2_exec"]["argv"] == "{{ mailstack_stack_dav_rights }}"
+    assert task["changed_when"] == "mailstack_stack_dav_acl.stdout | length > 0"
+    assert task["when"] == ["mailstack_stack_dav_rights | length > 0", "not ansible_check_mode"]
+    assert YAML(typ="safe").load((role / "defaults/main.yml").read_text())["mailstack_stack_dav_rights"] == []
+    specs = YAML(typ="safe").load((role / "meta/argument_specs.yml").read_text())
+    spec = specs["argument_specs"]["main"]["options"]["mailstack_stack_dav_rights"]
+    assert (spec["type"], spec["elements"]) == ("list", "str")
+
+
 # --- acl/reconcile.sh's logic, against a stand-in for doveadm's acl and mailbox commands -----
 
 STAND_IN = """#!{python}
