@@ -55,7 +55,7 @@ def run_audit(
     running = containers.inspect_project(shell, project)
     say(f"containers: {', '.join(sorted(running))}")
     if "containers" in only:
-        report.items += containers.container_items(shell, running, state_dir)
+        report.items += containers.container_items(shell, running, state_dir, site)
     if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
     if "smtp" in only:

@@ -12,6 +12,7 @@ from mailstack.audit.report import Item
 from mailstack.errors import UserError
 from mailstack.remote import Shell
 from mailstack.service_types import Service
+from mailstack.site.models import Site
 
 SRC_CAPS = "CIS Docker Benchmark: restrict Linux kernel capabilities within containers"
 SRC_NNP = "CIS Docker Benchmark: restrict containers from acquiring additional privileges"
@@ -21,6 +22,10 @@ SRC_HEALTH = "CIS Docker Benchmark: container health is checked at runtime"
 SRC_SECRETS = "CIS Docker Benchmark: secrets not in images or environment; compose secrets"
 SRC_PRIVILEGED = "CIS Docker Benchmark: do not use privileged containers"
 SRC_INTERNAL = "CIS Docker Benchmark: restrict network traffic between containers; issue #5"
+SRC_USER = "CIS Docker Benchmark: create a user for the container"
+SRC_RUNNING = "Issue #14: every container of the site is audited, the optional groupware ones too"
+# User names that are root all the same.
+ROOT_USERS = ("", "0", "root", "0:0", "root:root")
 
 
 class AuditError(UserError):
@@ -54,16 +59,33 @@ def state_secret_values(state_dir: Path) -> list[str]:
     return [value for value in values if value and not value.startswith("$ANSIBLE_VAULT")]
 
 
-def container_items(shell: Shell, containers: dict[str, dict[str, Any]], state_dir: Path) -> list[Item]:
+def container_items(
+    shell: Shell, containers: dict[str, dict[str, Any]], state_dir: Path, site: Site
+) -> list[Item]:
     secrets = state_secret_values(state_dir)
     network_names = {n for c in containers.values() for n in (c["NetworkSettings"]["Networks"] or {})}
     internal = internal_networks(shell, network_names)
-    items: list[Item] = []
+    items = _running_items(containers, site)
     for service, c in sorted(containers.items()):
-        items += _service_items(service, c, secrets)
+        items += _service_items(service, c, secrets, site)
         if _is_back_end(service, c):
             items.append(_back_end_item(shell, service, c, internal))
     return items
+
+
+def _running_items(containers: dict[str, dict[str, Any]], site: Site) -> list[Item]:
+    """Each service the site has runs: one that is not would drop out of the audit unseen
+    (the optional ones, such as the groupware's, as much as the mail path's)."""
+    return [
+        Item.check(
+            f"container.{s.name}.running",
+            f"{s.name}: running, so that its confinement is audited",
+            s.name in containers,
+            "running" if s.name in containers else "no running container of the service",
+            SRC_RUNNING,
+        )
+        for s in services.present(site)
+    ]
 
 
 def _documented(service: str) -> Service | None:
@@ -132,7 +154,7 @@ def _proc_address(hex_address: str) -> str:
     return str(ipaddress.ip_address(b"".join(words)))
 
 
-def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[Item]:
+def _service_items(service: str, c: dict[str, Any], secrets: list[str], site: Site) -> list[Item]:
     host, config = c["HostConfig"], c["Config"]
     dropped = [cap.removeprefix("CAP_") for cap in host.get("CapDrop") or []]
     added = sorted(cap.removeprefix("CAP_") for cap in host.get("CapAdd") or [])
@@ -144,9 +166,12 @@ def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[
     documented = _documented(service)
     # No capability and no limit beyond the catalogue's (any limit, for a stranger).
     caps = set(documented.caps) if documented else set(added)
-    max_memory, max_pids = (_bytes(documented.memory), documented.pids) if documented else (memory, pids)
+    # The site's limit where it depends on the site (SOGo's grows with its workers).
+    max_memory, max_pids = (
+        (_bytes(documented.mem_limit(site)), documented.pids) if documented else (memory, pids)
+    )
     prefix = f"container.{service}"
-    return [
+    items = [
         Item.check(
             f"{prefix}.capabilities",
             f"{service}: every capability dropped, only its documented minimum added back",
@@ -179,7 +204,8 @@ def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[
             f"{prefix}.limits",
             f"{service}: memory and pids limits",
             0 < memory <= max_memory and 0 < pids <= max_pids,
-            f"memory {memory // 2**20} MiB, pids {pids}" if memory else f"memory unlimited, pids {pids}",
+            (f"memory {memory // 2**20} MiB, pids {pids}" if memory else f"memory unlimited, pids {pids}")
+            + (f"; documented at most {max_memory // 2**20} MiB, {max_pids}" if documented else ""),
             SRC_LIMITS,
         ),
         Item.check(
@@ -197,6 +223,18 @@ def _service_items(service: str, c: dict[str, Any], secrets: list[str]) -> list[
             SRC_SECRETS,
         ),
     ]
+    if documented is not None and documented.user not in ROOT_USERS:
+        user = config.get("User") or ""
+        items.append(
+            Item.check(
+                f"{prefix}.user",
+                f"{service}: runs as {documented.user}, not root",
+                user == documented.user,
+                f"user {user or 'the image default (root)'}; documented {documented.user}",
+                SRC_USER,
+            )
+        )
+    return items
 
 
 def published_targets(

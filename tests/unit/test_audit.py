@@ -17,10 +17,15 @@ from mailstack.audit.report import Item, Report
 from mailstack.audit.tls import ScanResult, TlsPort, scan_items
 from mailstack.cli import app
 from mailstack.remote import Shell
-from mailstack.site.models import Host
+from mailstack.site.loader import load_site
+from mailstack.site.models import Host, Site
 from tests.conftest import EXAMPLES
+from tests.unit.test_resolver import compose, rendered
 
 pytestmark = pytest.mark.unit
+
+DEMO = load_site(next(p for p in EXAMPLES if p.name == "demo.yaml"))
+OFFICE = load_site(next(p for p in EXAMPLES if p.name == "office.yaml"))
 
 GOOD_TESTSSL = {
     "SSLv2": "not offered",
@@ -126,14 +131,23 @@ class FakeShell(Shell):
         return json.dumps([{"Name": n, "Internal": self.internal[n]} for n in argv[3:]])  # type: ignore[attr-defined]
 
 
+def audited(
+    shell: Shell, containers: dict[str, dict[str, Any]], state_dir: Path, site: Site = DEMO
+) -> list[Item]:
+    """The items of these containers only (not the running items of the site's others)."""
+    items = container_items(shell, containers, state_dir, site)
+    return [item for item in items if item.id.split(".")[1] in containers]
+
+
 def test_container_items_catch_each_missing_confinement(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "redis").write_text("s3cret-value-that-must-not-leak\n")
     bad = container("redis", CapDrop=None, ReadonlyRootfs=False, PidsLimit=0, SecurityOpt=None)
     bad["Config"]["Env"].append("REDIS_PASSWORD=s3cret-value-that-must-not-leak")
     bad["Config"]["Healthcheck"] = None
-    items = container_items(FakeShell({"mailstack-x_back": False}), {"redis": bad}, tmp_path)
+    items = audited(FakeShell({"mailstack-x_back": False}), {"redis": bad}, tmp_path)
     assert statuses(items) == {
+        "container.redis.running": "pass",
         "container.redis.capabilities": "fail",
         "container.redis.no_new_privileges": "fail",
         "container.redis.not_privileged": "pass",
@@ -143,7 +157,7 @@ def test_container_items_catch_each_missing_confinement(tmp_path: Path) -> None:
         "container.redis.environment": "fail",
         "container.redis.internal_only": "fail",
     }
-    good = container_items(FakeShell({"mailstack-x_back": True}), {"redis": container("redis")}, tmp_path)
+    good = audited(FakeShell({"mailstack-x_back": True}), {"redis": container("redis")}, tmp_path)
     assert set(statuses(good).values()) == {"pass"}
 
 
@@ -151,13 +165,85 @@ def test_a_back_end_on_the_front_network_must_not_listen_there(tmp_path: Path) -
     guard = container("guard")
     guard["NetworkSettings"]["Networks"]["mailstack-x_front"] = {"IPAddress": "172.31.0.7"}
     networks = {"mailstack-x_back": True, "mailstack-x_front": False}
-    quiet = container_items(FakeShell(networks), {"guard": guard}, tmp_path)
+    quiet = audited(FakeShell(networks), {"guard": guard}, tmp_path)
     assert statuses(quiet)["container.guard.internal_only"] == "pass"
     assert "172.30.0.5" in next(i.detail for i in quiet if i.id == "container.guard.internal_only")
-    loud = container_items(FakeShell(networks, PROC_WILDCARD), {"guard": guard}, tmp_path)
+    loud = audited(FakeShell(networks, PROC_WILDCARD), {"guard": guard}, tmp_path)
     item = next(i for i in loud if i.id == "container.guard.internal_only")
     assert item.status == "fail"
     assert "0.0.0.0" in item.detail
+
+
+def inspected(service: str, site: Site) -> dict[str, Any]:
+    """What `docker inspect` says of the container compose makes from the site's rendered
+    compose file (the fields the audit reads), on the project's networks."""
+    entry = compose(rendered(site))["services"][service]
+    limit = entry["mem_limit"]
+    c = container(
+        service,
+        CapAdd=entry["cap_add"] or None,
+        SecurityOpt=entry["security_opt"],
+        ReadonlyRootfs=entry["read_only"],
+        Memory=int(limit[:-1]) * {"m": 2**20, "g": 2**30}[limit[-1]],
+        PidsLimit=entry["pids_limit"],
+    )
+    c["Config"]["User"] = entry.get("user", "")
+    c["Config"]["Healthcheck"] = {"Test": entry["healthcheck"]["test"]}
+    c["NetworkSettings"]["Networks"] = {
+        f"mailstack-x_{name}": {"IPAddress": f"172.30.{n}.5"} for n, name in enumerate(entry["networks"])
+    }
+    return c
+
+
+GROUPWARE = ("sogo", "postgres", "memcached")
+#: The office's networks: both of the groupware's are internal.
+OFFICE_NETWORKS = {"mailstack-x_back": True, "mailstack-x_groupware": True, "mailstack-x_front": False}
+
+
+def test_the_groupware_containers_pass_as_the_catalogue_and_the_site_declare_them(tmp_path: Path) -> None:
+    """sogo, postgres and memcached get every item the mail services get; SOGo's memory limit
+    is the site's (it grows with groupware.workers, past the catalogue's base value), and
+    memcached, declared to run as memcache, is checked for it."""
+    running = {s: inspected(s, OFFICE) for s in GROUPWARE}
+    items = audited(FakeShell(OFFICE_NETWORKS), running, tmp_path, OFFICE)
+    found = statuses(items)
+    checks = ["running", "capabilities", "no_new_privileges", "not_privileged", "read_only", "limits"]
+    checks += ["healthcheck", "environment", "internal_only"]
+    expected = {f"container.{s}.{check}": "pass" for s in GROUPWARE for check in checks}
+    assert found == {**expected, "container.memcached.user": "pass"}
+    sogo = next(i for i in items if i.id == "container.sogo.limits")
+    assert f"{128 + 160 * OFFICE.groupware.workers} MiB" in sogo.detail
+
+
+def test_a_groupware_container_as_root_over_its_limit_or_on_a_routed_network_fails(
+    tmp_path: Path,
+) -> None:
+    memcached, sogo = inspected("memcached", OFFICE), inspected("sogo", OFFICE)
+    memcached["Config"]["User"] = ""
+    sogo["HostConfig"]["Memory"] = 2**30
+    sogo["NetworkSettings"]["Networks"]["mailstack-x_front"] = {"IPAddress": "172.31.0.9"}
+    found = statuses(
+        audited(
+            FakeShell(OFFICE_NETWORKS, PROC_WILDCARD),
+            {"memcached": memcached, "sogo": sogo},
+            tmp_path,
+            OFFICE,
+        )
+    )
+    assert found["container.memcached.user"] == "fail"
+    assert found["container.sogo.limits"] == "fail"
+    assert found["container.sogo.internal_only"] == "fail"
+
+
+def test_a_service_of_the_site_that_is_not_running_fails_its_running_item(tmp_path: Path) -> None:
+    running = {s: inspected(s, OFFICE) for s in ("postgres", "memcached")}
+    items = container_items(FakeShell(OFFICE_NETWORKS), running, tmp_path, OFFICE)
+    found = statuses(items)
+    assert found["container.sogo.running"] == "fail"
+    assert found["container.postgres.running"] == "pass"
+    assert not any(i.startswith("container.sogo.") and i != "container.sogo.running" for i in found)
+    # The demo has no groupware: nothing of it is expected.
+    assert not any(".sogo." in i for i in statuses(container_items(FakeShell({}), {}, tmp_path, DEMO)))
 
 
 def test_vaulted_state_files_are_not_taken_for_secrets(tmp_path: Path) -> None:
