@@ -33,11 +33,22 @@ def _well_known(endpoint: Endpoint, context: ssl.SSLContext, site: Site, kind: s
     except (OSError, http.client.HTTPException) as exc:
         return failed(probe, f"https://{site.hostname}{path}: {exc}", FIX_GROUPWARE)
     location = headers.get("location", "")
-    if status in REDIRECTS and location.rstrip("/").endswith(DAV_ROOT.rstrip("/")):
+    if status in REDIRECTS and leads_to_dav_root(location, site):
         return passed(probe, f"{path} leads to {DAV_ROOT} ({status}), as RFC 6764 §5 asks")
     return failed(
-        probe, f"{path} answered {status} {location!r}, not a redirect to {DAV_ROOT}", FIX_GROUPWARE
+        probe,
+        f"{path} answered {status} {location!r}, not a redirect to {DAV_ROOT} on the published port",
+        FIX_GROUPWARE,
     )
+
+
+def leads_to_dav_root(location: str, site: Site) -> bool:
+    """A Location a client follows to the DAV root: relative, or absolute on the site's
+    hostname and published HTTPS port (not the port web listens on in its container)."""
+    port = site.network.ports.https
+    origin = f"https://{site.hostname}" + ("" if port in (None, 443) else f":{port}")
+    target = location.removeprefix(origin) if location.startswith(origin + "/") else location
+    return target.rstrip("/") == DAV_ROOT.rstrip("/")
 
 
 def _webmail(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:

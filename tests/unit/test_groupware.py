@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailstack import services
+from mailstack.check.groupware import leads_to_dav_root
 from mailstack.errors import SiteValidationError
 from mailstack.render import render_site
 from mailstack.render.groupware import sogo_users, sql_literal
@@ -129,6 +130,34 @@ def test_sogo_conf_is_whole_and_says_what_the_issue_asks() -> None:
     assert "SOGoSMTPMasterUser" not in conf
     assert "postgresql://sogo:" not in conf
     assert "SOGoMaximumPingInterval" not in conf  # ActiveSync off
+
+
+def test_discovery_redirects_are_relative_so_they_keep_the_published_port() -> None:
+    """web listens on 8443 in its container; an absolute Location would name that port."""
+    nginx = rendered(site("groupware: {enabled: true}\n"))["config/web/nginx.conf"]
+    assert "    absolute_redirect off;\n" in nginx
+    assert "return 301 /SOGo/dav/;" in nginx
+
+
+@pytest.mark.parametrize(
+    ("location", "https", "leads"),
+    [
+        ("/SOGo/dav/", 443, True),
+        ("/SOGo/dav", 443, True),
+        ("https://mail.gw.test/SOGo/dav/", 443, True),
+        ("https://mail.gw.test:6443/SOGo/dav/", 6443, True),
+        ("https://mail.gw.test:8443/SOGo/dav/", 443, False),  # web's port in its container
+        ("https://mail.gw.test/SOGo/dav/", 6443, False),
+        ("https://elsewhere.test/SOGo/dav/", 443, False),
+        ("/SOGo/", 443, False),
+        ("", 443, False),
+    ],
+)
+def test_the_check_follows_discovery_only_to_the_dav_root_on_the_published_port(
+    location: str, https: int, leads: bool
+) -> None:
+    published = site("groupware: {enabled: true}\n", BASE.replace("https: 443", f"https: {https}"))
+    assert leads_to_dav_root(location, published) is leads
 
 
 def test_activesync_adds_its_location_and_push_settings() -> None:
