@@ -69,6 +69,23 @@ def server(server_factory: ServerFactory) -> Server:
     return server_factory.start(ports=MAIL_PORTS)
 
 
+Note = Callable[[str], None]
+
+
+@pytest.fixture
+def note(request: pytest.FixtureRequest, record_property: Callable[[str, object], None]) -> Note:
+    """Show a measurement on the terminal as it is made (and record it in the JUnit XML)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def write(text: str) -> None:
+        record_property("measure", text)
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                print(f"\n[measure] {text}", flush=True)
+
+    return write
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -18,13 +18,18 @@ import secrets
 import shlex
 import smtplib
 import ssl
+import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
 
 from mailstack.passwords import hash_password
 from mailstack.site.models import STANDARD_PORTS as MODEL_PORTS
@@ -179,9 +184,39 @@ class Deployment:
         # JSON is YAML: the loader takes it as it is.
         self.site_path.write_text(json.dumps(site, indent=2) + "\n")
 
+    def write_example(
+        self, example: Path, passwords: Mapping[str, str], without: Collection[str] = ()
+    ) -> None:
+        """(Re)write the site as an example describes it, adapted to this server as
+        write_site's: this site id, the standard port of each protocol the example publishes
+        (on the default bind), the server as its one host. ``passwords``: local part -> the
+        plaintext of the example's hash; ``without``: local parts of mailboxes left out."""
+        data = YAML(typ="safe").load(example.read_text(encoding="utf-8"))
+        data["site"] = self.site_id
+        data["network"] = {"ports": {name: STANDARD_PORTS[name] for name in data["network"]["ports"]}}
+        data["mailboxes"] = [m for m in data["mailboxes"] if m["address"].split("@")[0] not in without]
+        data["hosts"] = [{**self.server.inventory_entry(user=self.ssh_user), "packages": self.packages}]
+        self.passwords.update(passwords)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.site_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
     def mailstack(self, *args: str, timeout: float = 300) -> str:
         """Run another `mailstack` command on the site (render, vault …); its output."""
         return run([MAILSTACK, *args], timeout=timeout, cwd=self.workdir).stdout
+
+    def audit(
+        self, only: str, *, timeout: float = 900
+    ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        """`mailstack audit SITE --host SERVER --only ONLY` as an admin runs it: the run and
+        its JSON report, item IDs -> items under "by_id" (AssertionError when it wrote none)."""
+        report_dir = self.workdir / "audit"
+        argv = [MAILSTACK, "audit", str(self.site_path), "--host", self.server.name]
+        argv += ["--only", only, "--report", str(report_dir)]
+        result = run(argv, check=False, timeout=timeout, cwd=self.workdir, env=ansible_env())
+        assert (report_dir / "audit.json").exists(), result.stdout[-3000:] + result.stderr[-3000:]
+        report: dict[str, Any] = json.loads((report_dir / "audit.json").read_text())
+        report["by_id"] = {item["id"]: item for item in report["items"]}
+        return result, report
 
     def deploy(self, *options: str, timeout: float = DEPLOY_TIMEOUT) -> DeployRun:
         """Run `mailstack deploy SITE OPTIONS…` as an operator would, over real SSH."""
@@ -202,6 +237,11 @@ class Deployment:
         )
         self.runs.append(deploy_run)
         return deploy_run
+
+    def discard_image_archives(self) -> None:
+        """Delete the `docker save` archives of the images (hundreds of MB, not worth keeping)."""
+        for archive in (self.workdir / "build").glob("*.images.tar"):
+            archive.unlink()
 
     # --- the stack on the server ----------------------------------------------------------
 
@@ -329,3 +369,25 @@ class Deployment:
         finally:
             with contextlib.suppress(OSError, poplib.error_proto):
                 pop.quit()
+
+
+def assert_ok(result: DeployRun, host: str) -> None:
+    assert result.returncode == 0, str(result)
+    counts = result.recap.get(host)
+    assert counts is not None, f"no recap line for {host}\n{result}"
+    assert counts["failed"] == 0, str(result)
+    assert counts["unreachable"] == 0, str(result)
+
+
+def assert_no_change(site: Deployment, result: DeployRun, before: dict[str, tuple[str, str]]) -> None:
+    """The deploy passed, changed nothing (changed=0) and left every container as it was."""
+    assert_ok(result, site.server.name)
+    assert result.changed(site.server.name) == 0, str(result)
+    assert site.containers() == before
+
+
+def needs(site: Deployment, *steps: str) -> None:
+    """Skip a step of a test sequence whose earlier steps failed (their failure is reported)."""
+    missing = [step for step in steps if step not in site.done]
+    if missing:
+        pytest.skip(f"needs the earlier step(s) {', '.join(missing)}, which failed")

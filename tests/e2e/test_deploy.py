@@ -22,14 +22,15 @@ import json
 import re
 import secrets
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from mailstack.site.front import front_gateway6
 from mailstack.site.loader import load_site
 from mailstack.vault import is_encrypted_state
-from tests.e2e.deployment import MAILSTACK, STANDARD_PORTS, Deployment, DeployRun
+from tests.e2e.conftest import Note
+from tests.e2e.deployment import STANDARD_PORTS, Deployment, assert_no_change, assert_ok, needs
 from tests.e2e.hardening import (
     bridge_address,
     input_policies,
@@ -39,7 +40,7 @@ from tests.e2e.hardening import (
     tcp_sweep,
     wait_for_ssh_login,
 )
-from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory, ansible_env, run
+from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -71,22 +72,6 @@ LYNIS_TARGET = 80
 
 #: The message files of a maildir (their names hold no spaces).
 MESSAGES = "find {}/Maildir -type f \\( -path '*/new/*' -o -path '*/cur/*' \\)"
-
-Note = Callable[[str], None]
-
-
-@pytest.fixture
-def note(request: pytest.FixtureRequest, record_property: Callable[[str, object], None]) -> Note:
-    """Show a measurement on the terminal as it is made (and record it in the JUnit XML)."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-
-    def write(text: str) -> None:
-        record_property("measure", text)
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                print(f"\n[measure] {text}", flush=True)
-
-    return write
 
 
 @pytest.fixture(scope="class")
@@ -123,35 +108,11 @@ def _deployment(
         yield site
     finally:
         factory.remove(server)
-        # The `docker save` archive of the images (about 350 MB) is not worth keeping.
-        for archive in (site.workdir / "build").glob("*.images.tar"):
-            archive.unlink()
+        site.discard_image_archives()
 
 
 def subject(label: str) -> str:
     return f"e2e {label} {secrets.token_hex(4)}"
-
-
-def assert_ok(result: DeployRun, host: str) -> None:
-    assert result.returncode == 0, str(result)
-    counts = result.recap.get(host)
-    assert counts is not None, f"no recap line for {host}\n{result}"
-    assert counts["failed"] == 0, str(result)
-    assert counts["unreachable"] == 0, str(result)
-
-
-def assert_no_change(site: Deployment, result: DeployRun, before: dict[str, tuple[str, str]]) -> None:
-    """The deploy passed, changed nothing (changed=0) and left every container as it was."""
-    assert_ok(result, site.server.name)
-    assert result.changed(site.server.name) == 0, str(result)
-    assert site.containers() == before
-
-
-def needs(site: Deployment, *steps: str) -> None:
-    """Skip a step of the lifecycle whose earlier steps failed (their failure is reported)."""
-    missing = [step for step in steps if step not in site.done]
-    if missing:
-        pytest.skip(f"needs the earlier step(s) {', '.join(missing)}, which failed")
 
 
 def assert_login_refused(site: Deployment, user: str) -> None:
@@ -346,13 +307,8 @@ class TestDeployLifecycle:
         Postfix's anti-abuse settings over SSH (TLS is audited by the integration suite)."""
         site, server = deployment, deployment.server
         needs(site, "deployed")
-        report_dir = site.workdir / "audit"
-        argv = [MAILSTACK, "audit", str(site.site_path), "--host", server.name]
-        argv += ["--only", "host,containers,smtp", "--report", str(report_dir)]
-        run_audit = run(argv, check=False, timeout=900, cwd=site.workdir, env=ansible_env())
-        assert (report_dir / "audit.json").exists(), run_audit.stdout[-3000:] + run_audit.stderr[-3000:]
-        report = json.loads((report_dir / "audit.json").read_text())
-        items = {item["id"]: item for item in report["items"]}
+        run_audit, report = site.audit("host,containers,smtp")
+        items = report["by_id"]
         note(
             f"mailstack audit --host: {report['counts']} in {report['seconds']:.0f} s; "
             f"lynis: {items['host.lynis']['detail'][:60]}"
