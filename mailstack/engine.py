@@ -25,6 +25,7 @@ from mailstack import hostnet, render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
+from mailstack.render.dav_rights import dav_reconcile
 from mailstack.render.dovecot import ACL_RECONCILE
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
@@ -318,17 +319,27 @@ def reload_changed(
 
 
 def reconcile_rights(project: Project, say: Say) -> list[str]:
-    """Make the ACLs of the shared mailboxes what the description says (acl/reconcile.sh in
-    the dovecot container); return the changes it made, one line each (none: nothing to do)."""
-    if not project.site.shared_mailboxes:
-        return []
-    run = project.compose("exec", "-T", "dovecot", *ACL_RECONCILE, timeout=120)
+    """Make the ACLs of the shared mailboxes (acl/reconcile.sh in the dovecot container) and
+    of the shared calendars and address books (rights/reconcile.sh in the sogo container)
+    what the description says; return the changes made, one line each (none: nothing to do)."""
+    changes = []
+    if project.site.shared_mailboxes:
+        changes += _reconcile(project, "dovecot", ACL_RECONCILE, "the shared mailboxes", "doveadm ", say)
+    if command := dav_reconcile(project.site):
+        changes += _reconcile(project, "sogo", command, "the shared calendars and address books", "", say)
+    return changes
+
+
+def _reconcile(
+    project: Project, service: str, command: tuple[str, ...], what: str, prefix: str, say: Say
+) -> list[str]:
+    run = project.compose("exec", "-T", service, *command, timeout=300)
     if run.returncode != 0:
         detail = (run.stderr.strip() or run.stdout.strip()).splitlines()[-3:]
-        raise EngineError(f"setting the rights on the shared mailboxes failed: {' | '.join(detail)}")
+        raise EngineError(f"setting the rights on {what} failed: {' | '.join(detail)}")
     changes = [line for line in run.stdout.splitlines() if line.strip()]
     for line in changes:
-        say(f"rights: doveadm {line}")
+        say(f"rights: {prefix}{line}")
     return changes
 
 

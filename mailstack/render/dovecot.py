@@ -142,6 +142,6 @@ def acl_rights_lines(site: Site) -> list[str]:
     lines = []
     for shared in site.shared_mailboxes:
         lines.append(f"mailbox {shared.address}")
-        for address, right in effective_rights(site, shared).items():
+        for address, right in effective_rights(site, shared.rights).items():
             lines.append(f"right {shared.address} user={address} {' '.join(ACL_RIGHTS[right])}")
     return lines

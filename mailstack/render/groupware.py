@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailstack.render.dav_rights import DAV_GRANTED_FILE, DAV_RIGHTS_FILE, dav_reconcile, dav_rights_lines
 from mailstack.services.paths import (
     MEMCACHED_PORT,
     POSTGRES_CONFIG_DIR,
@@ -22,6 +23,10 @@ from mailstack.site.models import Site
 
 DATABASE = "sogo"  # the database, and the role SOGo connects as
 USERS_TABLE = "sogo_users"
+# The password of the shared mailboxes' rows: SOGo looks users up in authenticating sources
+# only, so a shared mailbox that owns a calendar is a row of the users' table, with a hash
+# no password matches (no salt: SOGo's verification fails before it hashes anything).
+NO_LOGIN = "{SHA512-CRYPT}!"
 # ActiveSync: a Ping holds its worker up to SOGoMaximumPingInterval; the guide's values for
 # push (SOGo installation guide, "Microsoft ActiveSync / Tuning").
 EAS_PING_SECONDS = 3540
@@ -72,6 +77,10 @@ class GroupwareSettings:
     postgres_config_dir: str
     database: str
     users: list[SogoUser]
+    dav_rights: list[str]  # rights/wanted: the shared calendars' and address books' rights
+    dav_reconcile: tuple[str, ...]  # run in the sogo container after up and deploy; () without
+    dav_rights_file: str
+    dav_granted_file: str
 
 
 def sql_literal(value: str) -> str:
@@ -81,19 +90,23 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _user(address: str, name: str | None, password: str) -> SogoUser:
+    return SogoUser(
+        uid=sql_literal(address),
+        name=sql_literal(address),
+        password=sql_literal(password),
+        cn=sql_literal(name or address.partition("@")[0]),
+        mail=sql_literal(address),
+    )
+
+
 def sogo_users(site: Site) -> list[SogoUser]:
     """The mailboxes as SOGo's SQL source sees them: the login is the address, the password
-    the mailbox's own ``{SCHEME}`` hash (SOGo 5.12 honours the prefix)."""
-    return [
-        SogoUser(
-            uid=sql_literal(m.address),
-            name=sql_literal(m.address),
-            password=sql_literal(m.password_hash),
-            cn=sql_literal(m.name or m.address.partition("@")[0]),
-            mail=sql_literal(m.address),
-        )
-        for m in sorted(site.mailboxes, key=lambda m: m.address)
-    ]
+    the mailbox's own ``{SCHEME}`` hash (SOGo 5.12 honours the prefix); and the shared
+    mailboxes, which own calendars and address books, with a hash nothing matches."""
+    users = [(m.address, m.name, m.password_hash) for m in site.mailboxes]
+    users += [(s.address, s.name, NO_LOGIN) for s in site.shared_mailboxes]
+    return [_user(*user) for user in sorted(users)]
 
 
 def groupware_settings(site: Site) -> GroupwareSettings:
@@ -129,4 +142,8 @@ def groupware_settings(site: Site) -> GroupwareSettings:
         postgres_config_dir=POSTGRES_CONFIG_DIR,
         database=DATABASE,
         users=sogo_users(site),
+        dav_rights=dav_rights_lines(site),
+        dav_reconcile=dav_reconcile(site),
+        dav_rights_file=DAV_RIGHTS_FILE,
+        dav_granted_file=DAV_GRANTED_FILE,
     )

@@ -31,6 +31,13 @@ class Groupware(Model):
         default=False,
         description="Also serve Exchange ActiveSync (/Microsoft-Server-ActiveSync) for phones and Outlook.",
     )
+    free_busy: bool = Field(
+        default=True,
+        description=(
+            "Every mailbox's own calendar shows when it is busy (times only, no titles) to the "
+            "other mailboxes, for scheduling; what else they see is up to calendars."
+        ),
+    )
     workers: int = Field(
         default=DEFAULT_WORKERS,
         ge=1,

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from mailstack.site.abuse import Abuse
 from mailstack.site.base import Model
+from mailstack.site.dav_sharing import SharedFolder, dav_sharing_rules
 from mailstack.site.fields import (
     Address,
     Addresses,
@@ -230,6 +231,17 @@ class Site(Model):
             "and read by the mailboxes given rights, over IMAP under shared/<address>/."
         ),
     )
+    calendars: tuple[SharedFolder, ...] = Field(
+        default=(),
+        description=(
+            "Calendars (with their tasks) shared with the site's mailboxes: the owner's own, "
+            "over CalDAV, ActiveSync and the webmail (groupware)."
+        ),
+    )
+    address_books: tuple[SharedFolder, ...] = Field(
+        default=(),
+        description="Address books shared with the site's mailboxes: the owner's own (groupware).",
+    )
     hosts: tuple[Host, ...] = ()
     dns: Dns = Field(default_factory=Dns)
     mta_sts: MtaSts = Field(default_factory=MtaSts)
@@ -305,6 +317,7 @@ class Site(Model):
         yield from report_rules(self)
         yield from self._dqs_offline()
         yield from sharing_rules(self)
+        yield from dav_sharing_rules(self)
         yield from groupware_rules(self)
 
     def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:

@@ -8,6 +8,7 @@ ACLs are one mapping of it (render/dovecot.py), others may follow.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -88,22 +89,56 @@ def members_of(site: Site, grant: Grant) -> list[str]:
     return [m.address for m in site.mailboxes if m.address.rpartition("@")[2] == grant.domain]
 
 
-def effective_rights(site: Site, shared: SharedMailbox) -> dict[str, Right]:
-    """Login mailbox → its right on ``shared``: the largest of those its grants give it
+def effective_rights(site: Site, rights: tuple[Grant, ...]) -> dict[str, Right]:
+    """Login mailbox → its right under ``rights``: the largest of those the grants give it
     (directly, through groups, through its domain), sorted by address."""
     given: dict[str, list[Right]] = {}
-    for grant in shared.rights:
+    for grant in rights:
         for address in members_of(site, grant):
             given.setdefault(address, []).append(grant.right)
     return {address: strongest(rights) for address, rights in sorted(given.items())}
 
 
+@dataclass(frozen=True)
+class Directory:
+    """Who is who in a site (address or name → its index), for the rules on rights."""
+
+    logins: dict[str, int]
+    shared: dict[str, int]
+    aliases: dict[str, int]
+    listed: set[str]
+    groups: dict[str, int]
+
+    @classmethod
+    def of(cls, site: Site) -> Directory:
+        groups: dict[str, int] = {}
+        for i, g in enumerate(site.groups):
+            groups.setdefault(g.name, i)
+        return cls(
+            logins={m.address: i for i, m in enumerate(site.mailboxes)},
+            shared={s.address: i for i, s in enumerate(site.shared_mailboxes)},
+            aliases={a.address: i for i, a in enumerate(site.aliases)},
+            listed=set(site.domain_names),
+            groups=groups,
+        )
+
+    def not_a_login(self, address: str) -> str | None:
+        """Why ``address`` cannot hold a right (it cannot log in), or None when it can."""
+        if address in self.logins:
+            return None
+        if address.rpartition("@")[2] not in self.listed:
+            return f"{address}, which is outside the site (its domain is not listed under domains)"
+        if address in self.shared:
+            return f"{address}, a shared mailbox: nobody logs in as it"
+        if address in self.aliases:
+            return f"{address}, an alias: name its mailboxes, or a group"
+        return f"{address}, which is not a mailbox of this site"
+
+
 def sharing_rules(site: Site) -> Iterator[tuple[Loc, str]]:
     """Field path and message for each rule groups and shared_mailboxes break."""
-    logins = {m.address: i for i, m in enumerate(site.mailboxes)}
-    aliases = {a.address: i for i, a in enumerate(site.aliases)}
-    listed = set(site.domain_names)
-    shared = {s.address: i for i, s in enumerate(site.shared_mailboxes)}
+    directory = Directory.of(site)
+    logins, aliases, listed = directory.logins, directory.aliases, directory.listed
     groups: dict[str, int] = {}
     for i, g in enumerate(site.groups):
         if g.name in groups:
@@ -114,7 +149,7 @@ def sharing_rules(site: Site) -> Iterator[tuple[Loc, str]]:
             if member in seen:
                 yield ("groups", i, "members", j), f"{member} is listed twice (also members[{seen[member]}])"
             seen.setdefault(member, j)
-            if (problem := _not_a_login(member, logins, shared, aliases, listed)) is not None:
+            if (problem := directory.not_a_login(member)) is not None:
                 yield ("groups", i, "members", j), f"group member {problem}"
     first: dict[str, int] = {}
     for i, s in enumerate(site.shared_mailboxes):
@@ -137,45 +172,23 @@ def sharing_rules(site: Site) -> Iterator[tuple[Loc, str]]:
             yield loc, f"{s.address} is also an alias (aliases[{aliases[s.address]}]): remove one of them"
         if s.address == site.probe_address:
             yield loc, f"{s.address} is reserved for the probe mailbox of `mailstack check`"
-        yield from _grant_rules(i, s, logins, shared, aliases, listed, groups)
+        yield from grant_rules(("shared_mailboxes", i, "rights"), s.rights, directory)
 
 
-def _grant_rules(
-    i: int,
-    s: SharedMailbox,
-    logins: dict[str, int],
-    shared: dict[str, int],
-    aliases: dict[str, int],
-    listed: set[str],
-    groups: dict[str, int],
-) -> Iterator[tuple[Loc, str]]:
+def grant_rules(at: Loc, rights: tuple[Grant, ...], directory: Directory) -> Iterator[tuple[Loc, str]]:
+    """Field path and message for each grant of ``rights`` (found at ``at``) that names
+    nobody who can log in, or names its grantee twice."""
     first: dict[str, int] = {}
-    for j, grant in enumerate(s.rights):
-        base: Loc = ("shared_mailboxes", i, "rights", j)
+    for j, grant in enumerate(rights):
+        base: Loc = (*at, j)
         if grant.grantee in first:
             yield base, f"{grant.grantee} is given a right twice (also rights[{first[grant.grantee]}])"
         first.setdefault(grant.grantee, j)
         if grant.mailbox is not None:
-            problem = _not_a_login(grant.mailbox, logins, shared, aliases, listed)
-            if problem is not None:
+            if (problem := directory.not_a_login(grant.mailbox)) is not None:
                 yield (*base, "mailbox"), f"a right to {problem}"
-        elif grant.group is not None and grant.group not in groups:
-            known = ", ".join(sorted(groups)) or "none"
+        elif grant.group is not None and grant.group not in directory.groups:
+            known = ", ".join(sorted(directory.groups)) or "none"
             yield (*base, "group"), f"unknown group {grant.group} (groups: {known})"
-        elif grant.domain is not None and grant.domain not in listed:
+        elif grant.domain is not None and grant.domain not in directory.listed:
             yield (*base, "domain"), f"{grant.domain} is not a domain of this site (domains)"
-
-
-def _not_a_login(
-    address: str, logins: dict[str, int], shared: dict[str, int], aliases: dict[str, int], listed: set[str]
-) -> str | None:
-    """Why ``address`` cannot hold a right (it cannot log in), or None when it can."""
-    if address in logins:
-        return None
-    if address.rpartition("@")[2] not in listed:
-        return f"{address}, which is outside the site (its domain is not listed under domains)"
-    if address in shared:
-        return f"{address}, a shared mailbox: nobody logs in as it"
-    if address in aliases:
-        return f"{address}, an alias: name its mailboxes, or a group"
-    return f"{address}, which is not a mailbox of this site"

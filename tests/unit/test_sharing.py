@@ -64,12 +64,12 @@ def site() -> Site:
 
 def test_each_login_keeps_the_largest_right_it_is_given(site: Site) -> None:
     office, archive = site.shared_mailboxes
-    assert effective_rights(site, office) == {
+    assert effective_rights(site, office.rights) == {
         "jonas@test.example": "read",  # through the group
         "ola@other.example": "manage",  # everyone in other.example
         "user@test.example": "write",  # read through the group, write of its own
     }
-    assert effective_rights(site, archive) == {}
+    assert effective_rights(site, archive.rights) == {}
 
 
 def test_the_rights_map_onto_dovecot_acls_exactly() -> None:

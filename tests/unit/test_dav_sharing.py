@@ -1,0 +1,134 @@
+"""calendars and address_books: the model's rules (each with its field path), SOGo's roles for
+each right, free/busy, and what the reconciler in the sogo container is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailstack import engine
+from mailstack.render.dav_rights import DAV_RECONCILE, dav_rights_lines, plist_string
+from mailstack.render.groupware import NO_LOGIN, sogo_users
+from mailstack.site.loader import parse_site
+from tests.unit.test_sharing import fake_compose, project
+
+OFFICE = (Path(__file__).parents[2] / "examples" / "office.yaml").read_text(encoding="utf-8")
+FREE_BUSY = "ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer"
+
+
+def test_office_shares_its_calendar_and_address_book_with_the_roles_of_each_right() -> None:
+    lines = dav_rights_lines(parse_site(OFFICE))
+    assert 'folder office@office.test Calendar/personal "Office"' in lines
+    assert (
+        "grant office@office.test Calendar/personal anna@office.test "
+        "ConfidentialModifier,ObjectCreator,ObjectEraser,PrivateDAndTViewer,PublicModifier"
+    ) in lines
+    assert (
+        "grant office@office.test Calendar/personal jonas@office.test "
+        "ConfidentialViewer,PrivateDAndTViewer,PublicViewer"
+    ) in lines
+    # The group staff reads the address book; anna, also in staff, keeps write.
+    assert "grant office@office.test Contacts/personal omar@office.test ObjectViewer" in lines
+    assert (
+        "grant office@office.test Contacts/personal anna@office.test "
+        "ObjectCreator,ObjectEditor,ObjectEraser,ObjectViewer"
+    ) in lines
+    # lena has no right anywhere.
+    assert not [line for line in lines if line.startswith("grant") and "lena@" in line]
+
+
+def test_every_mailbox_calendar_shows_its_busy_times_to_any_user_by_default() -> None:
+    lines = dav_rights_lines(parse_site(OFFICE))
+    assert f"anyone lena@office.test Calendar/personal {FREE_BUSY}" in lines
+    # The shared mailbox's calendar shows only to those the description names.
+    assert not [line for line in lines if line.startswith("anyone office@")]
+
+
+def test_free_busy_off_takes_the_grant_back() -> None:
+    site = parse_site(OFFICE.replace("  workers: 3\n", "  workers: 3\n  free_busy: false\n"))
+    assert "anyone lena@office.test Calendar/personal -" in dav_rights_lines(site)
+
+
+def test_a_mailbox_calendar_described_keeps_free_busy_for_everyone_else() -> None:
+    text = OFFICE.replace(
+        "calendars:\n",
+        "calendars:\n  - owner: anna@office.test\n    rights: [{right: read, mailbox: jonas@office.test}]\n",
+    )
+    lines = dav_rights_lines(parse_site(text))
+    assert f"grant anna@office.test Calendar/personal <default> {FREE_BUSY}" in lines
+    assert not [line for line in lines if line.startswith("anyone anna@")]
+
+
+def test_shared_mailboxes_are_sogo_users_no_password_matches() -> None:
+    users = {u.uid: u.password for u in sogo_users(parse_site(OFFICE))}
+    assert users["'office@office.test'"] == f"'{NO_LOGIN}'"
+    assert users["'anna@office.test'"].startswith("'{SHA512-CRYPT}$6$")
+
+
+def test_names_are_property_list_strings() -> None:
+    assert plist_string('Zoë "Z" \\') == '"Zo\\U00eb \\"Z\\" \\\\"'
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        (
+            (
+                "      - {right: read, mailbox: jonas@office.test}\n      - {right: read, mailbox: zoe",
+                "      - {right: manage, mailbox: jonas@office.test}\n      - {right: read, mailbox: zoe",
+            ),
+            "calendars[0].rights[1].right",
+            "only the owner",
+        ),
+        (
+            (
+                "calendars:\n  - owner: office@office.test\n",
+                "calendars:\n  - owner: nobody@office.test\n",
+            ),
+            "calendars[0].owner",
+            "not a mailbox of this site",
+        ),
+        (
+            (
+                "      - {right: read, group: staff}\n\naliases",
+                "      - {right: read, group: sales}\n\naliases",
+            ),
+            "address_books[0].rights[1].group",
+            "unknown group sales",
+        ),
+        (
+            (
+                "      - {right: read, mailbox: zoe@office.test}",
+                "      - {right: read, mailbox: zoe@elsewhere.test}",
+            ),
+            "calendars[0].rights[2].mailbox",
+            "outside the site",
+        ),
+        (
+            ("  enabled: true\n  activesync: true", "  enabled: false\n  activesync: false"),
+            "calendars",
+            "set groupware.enabled",
+        ),
+    ],
+)
+def test_bad_shares_are_refused_with_their_field_path(
+    change: tuple[str, str], where: str, message: str
+) -> None:
+    old, new = change
+    assert old in OFFICE, old
+    with pytest.raises(Exception, match=message) as refused:
+        parse_site(OFFICE.replace(old, new, 1))
+    assert where in str(refused.value), str(refused.value)
+
+
+def test_up_runs_the_calendar_reconciler_in_sogo_as_sogo(monkeypatch: pytest.MonkeyPatch) -> None:
+    site = parse_site(OFFICE)
+    change = "granted office@office.test Calendar/personal to jonas@office.test: PublicViewer"
+    calls = fake_compose(monkeypatch, change + "\n")
+    said: list[str] = []
+    changes = engine.reconcile_rights(project(site), said.append)
+    assert ("exec", "-T", "sogo", *DAV_RECONCILE) in calls
+    assert DAV_RECONCILE[:2] == ("setpriv", "--reuid=sogo")
+    assert f"rights: {change}" in said
+    assert change in changes
