@@ -5,10 +5,12 @@ server's published https port as clients reach them.
 TestGroupwareDeploy walks examples/office.yaml (its mailboxes and hashes, the standard ports,
 the server as its host) through a cloud-kind server of its own, as root, with `--images load`
 (the controller's sogo and postgres images shipped with the others: no SOGo build on the
-server) and packages from the server's apt cache, in file order: a first deploy → SOGo's
-login page and a login with a UTF-8 password → CalDAV discovery from /.well-known/caldav to
-the user's principal → `mailstack audit --host` of the containers → a second deploy with
-changed=0 → a removed mailbox, refused by SOGo once the users table is applied again.
+server) and packages from the server's apt cache, in file order: a first deploy (which sets
+the rights on the shared mailbox, calendar and address book) → SOGo's login page and a login
+with a UTF-8 password → CalDAV discovery from /.well-known/caldav to the user's principal →
+the shared calendar readable by whom the description says → `mailstack audit --host` of the
+containers → a second deploy with changed=0 → a removed mailbox, refused by SOGo once the
+users table is applied again.
 
 Not a part of TestDeployLifecycle (CI runs that layer on its own; this class runs beside
 the other e2e tests). Each step prints its time as a `[measure]` line.
@@ -48,6 +50,18 @@ HTTP_TIMEOUT = 30.0
 #: How long SOGo may take to refuse a removed user after the deploy (its user cache).
 REFUSAL_TIMEOUT = 60.0
 CHECK_PASSED = re.compile(r"^\d+ pass, \d+ warn, 0 fail(, \d+ skipped)? in ", re.M)
+#: The role's tasks that reconcile the rights (office.yaml shares a mailbox, a calendar and an
+#: address book of office@).
+DAV_RIGHTS = (
+    "TASK [mailstack_stack : Ensure the rights on the shared calendars and address books "
+    "are those of the site description]"
+)
+MAILBOX_RIGHTS = (
+    "TASK [mailstack_stack : Ensure the rights on the shared mailboxes are those of the site description]"
+)
+#: office@'s calendar, which zoe may read and lena may not (examples/office.yaml).
+SHARED_CALENDAR = "/SOGo/dav/office@office.test/Calendar/personal/"
+DISPLAYNAME = b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><displayname/></prop></propfind>'
 CURRENT_USER_PRINCIPAL = (
     b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><current-user-principal/></prop></propfind>'
 )
@@ -137,6 +151,11 @@ class TestGroupwareDeploy:
         assert leaks == "", f"the database password is in the rendered tree: {leaks}"
         assert secret not in result.output
         assert set(volumes(site)) == {f"{site.project}_{v}" for v in VOLUMES}
+        # The rights on the shared mailbox, calendar and address book were set, in that order.
+        tasks = result.tasks()
+        assert tasks[MAILBOX_RIGHTS] == [f"changed: [{server.name}]"], str(result)
+        assert tasks[DAV_RIGHTS] == [f"changed: [{server.name}]"], str(result)
+        assert list(tasks).index(DAV_RIGHTS) == list(tasks).index(MAILBOX_RIGHTS) + 1
         site.done.add("deployed")
 
     def test_sogo_answers_on_https_and_a_utf8_password_logs_in(self, office: Deployment, note: Note) -> None:
@@ -188,6 +207,29 @@ class TestGroupwareDeploy:
         home = unquote(str(principal.calendar_home_set.url))  # SOGo writes @ as %40
         assert home.endswith(f"/SOGo/dav/{user}/Calendar/"), home
 
+    def test_the_shared_calendar_is_read_by_whom_the_description_says(self, office: Deployment) -> None:
+        """The role's reconciler gave zoe the right to read office@'s calendar, lena none."""
+        site = office
+        needs(site, "deployed")
+
+        def propfind(user: str) -> requests.Response:
+            password = site.passwords[user].encode("utf-8")
+            with https(site) as http:
+                return http.request(
+                    "PROPFIND",
+                    f"{base_url(site)}{SHARED_CALENDAR}",
+                    headers={"Depth": "0", "Content-Type": "application/xml; charset=utf-8"},
+                    data=DISPLAYNAME,
+                    auth=HTTPBasicAuth(site.address(user).encode(), password),
+                    timeout=HTTP_TIMEOUT,
+                )
+
+        granted = propfind(UTF8_USER)
+        assert granted.status_code == 207, f"{granted.status_code} {granted.text[:300]}"
+        assert "Office" in granted.text, granted.text[:500]
+        refused = propfind(REMOVED)
+        assert refused.status_code in (403, 404), f"{refused.status_code} {refused.text[:300]}"
+
     def test_mailstack_audit_covers_the_groupware_containers(self, office: Deployment, note: Note) -> None:
         site = office
         needs(site, "deployed")
@@ -217,13 +259,16 @@ class TestGroupwareDeploy:
         note(f"no-change re-deploy of the groupware site: {result.seconds:.0f} s")
         assert_no_change(site, result, before)
         assert volumes(site) == kept
+        assert result.tasks()[DAV_RIGHTS] == [f"ok: [{site.server.name}]"], str(result)
         site.done.add("idempotent")
 
-    def test_a_removed_mailbox_is_refused_by_sogo_without_recreating_a_container(
+    def test_a_removed_mailbox_is_refused_by_sogo_and_no_container_is_recreated(
         self, office: Deployment, note: Note
     ) -> None:
         """The users table is applied again by the postgres reload handler (postgres-apply);
-        SOGo's calendars and settings stay on their volumes."""
+        SOGo's calendars and settings stay on their volumes. The free/busy grants in
+        config/sogo/rights/wanted name every mailbox, so config/sogo changed too, and sogo
+        and memcached (which read config/sogo at start only) are restarted, not recreated."""
         site = office
         needs(site, "deployed", "login")
         assert login(site, REMOVED, site.passwords[REMOVED]).status_code == 200
@@ -239,7 +284,11 @@ class TestGroupwareDeploy:
             if line.startswith("changed") and (found := re.search(r"\(item=([\w-]+)\)", line))
         ]
         assert "postgres" in reloaded, str(result)
-        assert site.containers() == before, "a container was recreated or restarted"
+        after = site.containers()
+        assert {s: i for s, (i, _) in after.items()} == {s: i for s, (i, _) in before.items()}, "recreated"
+        restarted = sorted(s for s in before if after[s] != before[s])
+        assert set(restarted) <= {"sogo", "memcached"}, restarted
+        note(f"restarted by the mailbox's removal: {restarted or 'none'}")
         assert volumes(site) == kept
         started = time.monotonic()
         while (status := login(site, REMOVED, site.passwords[REMOVED]).status_code) != 403:
