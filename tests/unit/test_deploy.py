@@ -232,3 +232,22 @@ def test_purge_on_the_hosts_needs_a_deployed_release(site: Site, tmp_path: Path)
     project = Project(site=site, out_dir=tmp_path / "build" / "acme", state_dir=tmp_path / "state")
     with pytest.raises(UserError, match=r"no deployed release at .*acme\.release: run `mailstack deploy`"):
         purge_hosts(project, "gone@acme.example", yes=True)
+
+
+def test_the_role_waits_for_restarted_services_to_be_healthy_again() -> None:
+    """compose's restart returns at once: a third handler on the same notification waits,
+    bounded, until what the second restarted is healthy (the reconcilers and the check come
+    after)."""
+    handlers = YAML(typ="safe").load(
+        (resource_dir("playbooks") / "roles/mailstack_stack/handlers/main.yml").read_text()
+    )
+    names = [h["name"] for h in handlers]
+    restart = names.index("Restart the services whose configuration changed and that read it at start only")
+    wait = handlers[names.index("Wait until the restarted services are healthy again")]
+    assert names.index(wait["name"]) == restart + 1
+    assert wait["listen"] == handlers[restart]["listen"] == "mailstack configuration switched"
+    compose = wait["community.docker.docker_compose_v2"]
+    assert compose["services"] == handlers[restart]["community.docker.docker_compose_v2"]["services"]
+    assert (compose["state"], compose["wait"]) == ("present", True)
+    assert compose["wait_timeout"] == "{{ mailstack_stack_wait_timeout }}"
+    assert (compose["pull"], compose["build"]) == ("never", "never")
