@@ -9,17 +9,22 @@ throughout (the HTTP client dials 127.0.0.1 and checks the certificate for the s
 
 from __future__ import annotations
 
+import datetime
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 import requests
+import vobject  # type: ignore[import-untyped]
 from caldav.davclient import DAVClient
 from caldav.lib.error import DAVError
 from requests.adapters import HTTPAdapter
@@ -134,13 +139,7 @@ def test_caldav_finds_the_calendar_home(office: Stack) -> None:
         hop = http.get(f"{base_url(office)}/.well-known/caldav", allow_redirects=False, timeout=30)
     assert hop.status_code == 301
     assert hop.headers["location"].endswith("/SOGo/dav/")
-    client = DAVClient(
-        url=f"{base_url(office)}/SOGo/dav/{user}/",
-        username=user,
-        password=password,
-        ssl_verify_cert=str(office.ca_path),
-    )
-    client.session = session(office)
+    client = dav(office, "ARGON2ID (UTF-8)")
     try:
         principal = client.principal()  # type: ignore[no-untyped-call]
         home = unquote(str(principal.calendar_home_set.url))  # SOGo writes @ as %40
@@ -161,6 +160,187 @@ def test_caldav_finds_the_calendar_home(office: Stack) -> None:
         )
     assert found.status_code == 207, found.text
     assert "/Calendar/personal/" in found.text
+
+
+OFFICE_CALENDAR = "/SOGo/dav/office@office.test/Calendar/personal/"
+OFFICE_CONTACTS = "/SOGo/dav/office@office.test/Contacts/personal/"
+
+
+def dav(stack: Stack, scheme: str) -> DAVClient:
+    """The `caldav` library's client for the mailbox of ``scheme``, TLS checked as elsewhere."""
+    user, password = USERS[scheme]
+    client = DAVClient(
+        url=f"{base_url(stack)}/SOGo/dav/{user}/",
+        username=user,
+        password=password,
+        ssl_verify_cert=str(stack.ca_path),
+    )
+    client.session = session(stack)
+    return client
+
+
+def as_user(
+    stack: Stack, scheme: str, method: str, path: str, body: bytes = b"", **headers: str
+) -> requests.Response:
+    """One plain WebDAV request as the mailbox of ``scheme`` (Basic auth, UTF-8)."""
+    user, password = USERS[scheme]
+    with session(stack) as http:
+        return http.request(
+            method,
+            path if path.startswith("https://") else f"{base_url(stack)}{path}",
+            data=body,
+            headers=headers,
+            auth=HTTPBasicAuth(user.encode(), password.encode("utf-8")),
+            timeout=30,
+        )
+
+
+def tomorrow(hour: int) -> str:
+    day = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    return f"{day:%Y%m%d}T{hour:02d}0000Z"
+
+
+def ical(component: str, uid: str, summary: str, **times: str) -> str:
+    fields = "".join(f"{name.upper()}:{value}\r\n" for name, value in times.items())
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailstack tests//EN\r\n"
+        f"BEGIN:{component}\r\nUID:{uid}\r\nDTSTAMP:20261206T000000Z\r\n{fields}SUMMARY:{summary}\r\n"
+        f"END:{component}\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def test_the_office_calendar_takes_anna_s_event_and_task_and_jonas_reads_them_only(office: Stack) -> None:
+    """calendars: office@'s calendar, write for anna, read for jonas, nothing for lena."""
+    stamp = uuid.uuid4().hex[:8]
+    anna = dav(office, "SHA512-CRYPT").calendar(url=f"{base_url(office)}{OFFICE_CALENDAR}")  # type: ignore[no-untyped-call]
+    try:
+        event = anna.save_event(
+            ical("VEVENT", f"ev-{stamp}", f"Team meeting {stamp}", dtstart=tomorrow(10), dtend=tomorrow(11))
+        )
+        task = anna.save_todo(ical("VTODO", f"todo-{stamp}", f"Order toner {stamp}", due=tomorrow(17)))
+    except DAVError as exc:
+        raise AssertionError(
+            f"anna (write) could not save to the office calendar: {exc}\n{logs(office)}"
+        ) from exc
+
+    # jonas finds it among his calendars (subscribed by the reconciler) and reads both.
+    jonas = dav(office, "SHA256-CRYPT")
+    listed = {unquote(str(c.url)): c.name for c in jonas.principal().calendars()}  # type: ignore[no-untyped-call]
+    assert "Office" in listed.values(), listed
+    theirs = jonas.calendar(url=f"{base_url(office)}{OFFICE_CALENDAR}")  # type: ignore[no-untyped-call]
+    summaries = {str(e.icalendar_component.get("summary")) for e in theirs.events()}
+    todos = {str(t.icalendar_component.get("summary")) for t in theirs.todos()}
+    assert f"Team meeting {stamp}" in summaries, summaries
+    assert f"Order toner {stamp}" in todos, todos
+    # ... and may change nothing.
+    changed = ical("VEVENT", f"ev-{stamp}", "Cancelled", dtstart=tomorrow(10), dtend=tomorrow(11)).encode()
+    put = as_user(office, "SHA256-CRYPT", "PUT", str(event.url), changed, **{"Content-Type": "text/calendar"})
+    assert put.status_code == 403, f"jonas (read) changed an event: {put.status_code}"
+    gone = as_user(office, "SHA256-CRYPT", "DELETE", str(task.url))
+    assert gone.status_code == 403, f"jonas (read) deleted a task: {gone.status_code}"
+
+    # lena has no right: the calendar is not there for her, neither listed nor readable.
+    lena = dav(office, "BLF-CRYPT")
+    assert "Office" not in {c.name for c in lena.principal().calendars()}  # type: ignore[no-untyped-call]
+    for method, path in (("PROPFIND", OFFICE_CALENDAR), ("GET", str(event.url))):
+        seen = as_user(office, "BLF-CRYPT", method, path, Depth="1")
+        assert seen.status_code in (403, 404), f"lena {method} {path}: {seen.status_code}"
+        assert f"Team meeting {stamp}" not in seen.text
+
+
+def test_free_busy_is_visible_to_the_other_mailboxes(office: Stack) -> None:
+    """groupware.free_busy: lena, with no right on anna's calendar, sees when anna is busy,
+    and nothing else of the entry."""
+    stamp = uuid.uuid4().hex[:8]
+    own = dav(office, "SHA512-CRYPT").calendar(  # type: ignore[no-untyped-call]
+        url=f"{base_url(office)}/SOGo/dav/anna@office.test/Calendar/personal/"
+    )
+    own.save_event(
+        ical("VEVENT", f"fb-{stamp}", f"Dentist {stamp}", dtstart=tomorrow(14), dtend=tomorrow(15))
+    )
+    answer = as_user(office, "BLF-CRYPT", "GET", "/SOGo/dav/anna@office.test/freebusy.ifb")
+    assert answer.status_code == 200, answer.status_code
+    busy = [line for line in answer.text.splitlines() if line.startswith("FREEBUSY")]
+    assert any(f"{tomorrow(14)}/{tomorrow(15)}" in line for line in busy), answer.text
+    assert f"Dentist {stamp}" not in answer.text
+    details = as_user(
+        office, "BLF-CRYPT", "PROPFIND", "/SOGo/dav/anna@office.test/Calendar/personal/", Depth="1"
+    )
+    assert f"Dentist {stamp}" not in details.text
+
+
+def vcard(version: str, uid: str, name: str) -> bytes:
+    given, _, family = name.partition(" ")
+    return (
+        f"BEGIN:VCARD\r\nVERSION:{version}\r\nUID:{uid}\r\nFN:{name}\r\nN:{family};{given};;;\r\n"
+        f"EMAIL:{uid}@example.org\r\nEND:VCARD\r\n"
+    ).encode()
+
+
+def test_the_office_address_book_is_read_by_the_staff_group(office: Stack) -> None:
+    """address_books: anna (write) adds a vCard 3.0 and a vCard 4.0 contact over CardDAV;
+    omar, who reads through the group staff, finds both; lena finds nothing."""
+    stamp = uuid.uuid4().hex[:8]
+    cards = {"3.0": f"Jürgen Müller {stamp}", "4.0": f"Ana Ibáñez {stamp}"}
+    for version, name in cards.items():
+        uid = f"card-{version[0]}-{stamp}"
+        put = as_user(
+            office,
+            "SHA512-CRYPT",
+            "PUT",
+            f"{OFFICE_CONTACTS}{uid}.vcf",
+            vcard(version, uid, name),
+            **{"Content-Type": "text/vcard; charset=utf-8", "If-None-Match": "*"},
+        )
+        assert put.status_code in (201, 204), f"anna PUT vCard {version}: {put.status_code} {put.text[:200]}"
+    # A CardDAV addressbook-query, as address book clients sync.
+    query = (
+        b'<?xml version="1.0" encoding="utf-8"?>'
+        b'<C:addressbook-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">'
+        b"<D:prop><D:getetag/><C:address-data/></D:prop></C:addressbook-query>"
+    )
+    found = as_user(
+        office,
+        "ARGON2I",
+        "REPORT",
+        OFFICE_CONTACTS,
+        query,
+        Depth="1",
+        **{"Content-Type": "application/xml; charset=utf-8"},
+    )
+    assert found.status_code == 207, f"{found.status_code} {found.text[:300]}"
+    parsed = [
+        vobject.readOne(card)
+        for card in re.findall(r"BEGIN:VCARD.*?END:VCARD", html.unescape(found.text), re.S)
+    ]
+    names = {str(card.fn.value) for card in parsed}
+    assert set(cards.values()) <= names, names
+    refused = as_user(
+        office,
+        "ARGON2I",
+        "PUT",
+        f"{OFFICE_CONTACTS}omar-{stamp}.vcf",
+        vcard("3.0", f"omar-{stamp}", "Omar Test"),
+        **{"Content-Type": "text/vcard; charset=utf-8"},
+    )
+    assert refused.status_code == 403, f"omar (read) added a contact: {refused.status_code}"
+    hidden = as_user(office, "BLF-CRYPT", "REPORT", OFFICE_CONTACTS, query, Depth="1")
+    assert hidden.status_code in (403, 404), hidden.status_code
+    assert stamp not in hidden.text
+
+
+def test_a_shared_mailbox_cannot_log_in_to_sogo(office: Stack) -> None:
+    """office@ is a SOGo user (it owns the calendar) whose row no password matches."""
+    for password in ("!", "", "{SHA512-CRYPT}!", "office"):
+        assert login(office, "office@office.test", password).status_code != 200, password
+        with session(office) as http:
+            answer = http.request(
+                "PROPFIND",
+                f"{base_url(office)}{OFFICE_CALENDAR}",
+                auth=HTTPBasicAuth(b"office@office.test", password.encode()),
+                timeout=30,
+            )
+        assert answer.status_code == 401, (password, answer.status_code)
 
 
 @pytest.mark.parametrize("scheme", ["SHA512-CRYPT", "ARGON2ID (UTF-8)"])
@@ -279,3 +459,25 @@ def test_check_finds_the_groupware_as_its_clients_do(office: Stack) -> None:
         assert probe in probes, f"{probe} not probed:\n{output}"
         assert probes[probe]["status"] == "pass", f"{probe}: {probes[probe]['reason']}\n{logs(office)}"
     assert code == 0, failures(report)
+
+
+def test_a_calendar_right_removed_from_the_description_is_removed_on_the_next_up(office: Stack) -> None:
+    """jonas loses his read right on the office calendar: after `up` he neither lists nor
+    reads it; another `up` then changes nothing."""
+    text = office.site_path.read_text(encoding="utf-8")
+    grant = "      - {right: read, mailbox: jonas@office.test}\n      - {right: read, mailbox: zoe"
+    assert grant in text
+    office.site_path.write_text(
+        text.replace(grant, "      - {right: read, mailbox: zoe", 1), encoding="utf-8"
+    )
+    office.reload_site()
+    result = engine.up(office.project, timeout=UP_TIMEOUT, say=lambda _m: None)
+    assert "removed office@office.test Calendar/personal from jonas@office.test" in result.rights, (
+        result.rights
+    )
+    seen = as_user(office, "SHA256-CRYPT", "PROPFIND", OFFICE_CALENDAR, Depth="1")
+    assert seen.status_code in (403, 404), f"jonas still reads the office calendar: {seen.status_code}"
+    jonas = dav(office, "SHA256-CRYPT")
+    assert "Office" not in {c.name for c in jonas.principal().calendars()}  # type: ignore[no-untyped-call]
+    again = engine.up(office.project, timeout=UP_TIMEOUT, say=lambda _m: None)
+    assert again.rights == [], again.rights
