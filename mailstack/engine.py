@@ -445,9 +445,16 @@ def endpoints(site: Site) -> list[tuple[str, str, str]]:
     """(protocol, address:port, security) for the summary after `up`."""
     table = services.ports()
     shown = bind_host(services.client_address(site.network.bind[0]))
-    return [
+    rows = [
         (p, f"{shown}:{port}", table[p][1].security) for p, port in site.network.ports.published().items()
     ]
+    https = site.network.ports.https
+    if site.groupware.enabled and https is not None:
+        where = site.hostname if https == 443 else f"{site.hostname}:{https}"
+        rows.append(("webmail", f"https://{where}/SOGo/", "SOGo; CalDAV and CardDAV at /SOGo/dav/"))
+        if site.groupware.activesync:
+            rows.append(("activesync", f"https://{where}/Microsoft-Server-ActiveSync", "Exchange ActiveSync"))
+    return rows
 
 
 def _published(entry: dict[str, Any]) -> set[tuple[str, int]]:

@@ -132,3 +132,9 @@ def test_up_runs_the_calendar_reconciler_in_sogo_as_sogo(monkeypatch: pytest.Mon
     assert DAV_RECONCILE[:2] == ("setpriv", "--reuid=sogo")
     assert f"rights: {change}" in said
     assert change in changes
+
+
+def test_up_names_the_webmail_and_activesync_urls() -> None:
+    rows = {protocol: (where, what) for protocol, where, what in engine.endpoints(parse_site(OFFICE))}
+    assert rows["webmail"][0] == "https://mail.office.test:6443/SOGo/"
+    assert rows["activesync"][0] == "https://mail.office.test:6443/Microsoft-Server-ActiveSync"
