@@ -25,7 +25,7 @@ from mailstack import hostnet, render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
-from mailstack.render.dav_rights import dav_reconcile
+from mailstack.render.dav_rights import DAV_RIGHTS_SCRIPT, dav_reconcile
 from mailstack.render.dovecot import ACL_RECONCILE
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
@@ -84,13 +84,13 @@ class Project:
         return self.out_dir / "compose.yaml"
 
     def compose(
-        self, *args: str, capture: bool = True, timeout: float | None = 600
+        self, *args: str, capture: bool = True, timeout: float | None = 600, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         command = ["docker", "compose", "--project-name", self.name]
         if self.compose_file.exists():
             command += ["--file", str(self.compose_file)]
         return subprocess.run(
-            [*command, *args], capture_output=capture, text=True, check=False, timeout=timeout
+            [*command, *args], capture_output=capture, text=True, check=False, timeout=timeout, input=stdin
         )
 
 
@@ -326,14 +326,23 @@ def reconcile_rights(project: Project, say: Say) -> list[str]:
     if project.site.shared_mailboxes:
         changes += _reconcile(project, "dovecot", ACL_RECONCILE, "the shared mailboxes", "doveadm ", say)
     if command := dav_reconcile(project.site):
-        changes += _reconcile(project, "sogo", command, "the shared calendars and address books", "", say)
+        script = (project.out_dir / DAV_RIGHTS_SCRIPT).read_text(encoding="utf-8")
+        what = "the shared calendars and address books"
+        changes += _reconcile(project, "sogo", command, what, "", say, script=script)
     return changes
 
 
 def _reconcile(
-    project: Project, service: str, command: tuple[str, ...], what: str, prefix: str, say: Say
+    project: Project,
+    service: str,
+    command: tuple[str, ...],
+    what: str,
+    prefix: str,
+    say: Say,
+    *,
+    script: str | None = None,
 ) -> list[str]:
-    run = project.compose("exec", "-T", service, *command, timeout=300)
+    run = project.compose("exec", "-T", service, *command, timeout=300, stdin=script)
     if run.returncode != 0:
         detail = (run.stderr.strip() or run.stdout.strip()).splitlines()[-3:]
         raise EngineError(f"setting the rights on {what} failed: {' | '.join(detail)}")

@@ -3,15 +3,18 @@ each right, free/busy, and what the reconciler in the sogo container is given.""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mailstack import engine
-from mailstack.render.dav_rights import DAV_RECONCILE, dav_rights_lines, plist_string
+from mailstack.render import plan_files
+from mailstack.render.dav_rights import DAV_RECONCILE, DAV_RIGHTS_SCRIPT, dav_rights_lines, plist_string
 from mailstack.render.groupware import NO_LOGIN, sogo_users
 from mailstack.site.loader import parse_site
-from tests.unit.test_sharing import fake_compose, project
+from tests.conftest import fake_state
+from tests.unit.test_sharing import Answer
 
 OFFICE = (Path(__file__).parents[2] / "examples" / "office.yaml").read_text(encoding="utf-8")
 FREE_BUSY = "ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer"
@@ -122,13 +125,27 @@ def test_bad_shares_are_refused_with_their_field_path(
     assert where in str(refused.value), str(refused.value)
 
 
-def test_up_runs_the_calendar_reconciler_in_sogo_as_sogo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_feeds_the_rendered_reconciler_to_sogo_as_sogo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     site = parse_site(OFFICE)
+    for planned in plan_files(site, fake_state(site.domain_names), tmp_path / "state", tmp_path / "out"):
+        (tmp_path / "out" / planned.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / planned.path).write_bytes(planned.content)
+    script = (tmp_path / "out" / DAV_RIGHTS_SCRIPT).read_text(encoding="utf-8")
+    assert 'folder office@office.test Calendar/personal "Office"' in script
     change = "granted office@office.test Calendar/personal to jonas@office.test: PublicViewer"
-    calls = fake_compose(monkeypatch, change + "\n")
+    fed: list[str | None] = []
+
+    def compose(_self: engine.Project, *args: str, stdin: str | None = None, **_kw: object) -> Answer:
+        fed.append(stdin)
+        out = change + "\n" if args[2] == "sogo" else ""
+        return subprocess.CompletedProcess(list(args), 0, out, "")
+
+    monkeypatch.setattr(engine.Project, "compose", compose)
     said: list[str] = []
-    changes = engine.reconcile_rights(project(site), said.append)
-    assert ("exec", "-T", "sogo", *DAV_RECONCILE) in calls
+    changes = engine.reconcile_rights(engine.Project(site, tmp_path / "out", tmp_path / "state"), said.append)
+    assert script in fed
     assert DAV_RECONCILE[:2] == ("setpriv", "--reuid=sogo")
     assert f"rights: {change}" in said
     assert change in changes
