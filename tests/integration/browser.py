@@ -20,11 +20,12 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.integration.stack import NOTES, ROOT, Stack
+from tests.integration.stack import NOTES, ROOT, Stack, WaitTimeoutError
 
 # The browser itself, not /usr/bin/chromium: that wrapper adds flags from /etc/chromium.d
 # (remote extensions, Google API keys) that a test browser must not have.
@@ -105,9 +106,15 @@ def chromium(stack: Stack, profile: Path) -> WebDriver:
 def wait_for(
     driver: WebDriver, what: str, condition: Callable[[WebDriver], T | bool], *, timeout: float = WAIT_TIMEOUT
 ) -> T:
-    """``condition``'s first truthy value; after ``timeout`` seconds a TimeoutException naming ``what``."""
+    """``condition``'s first truthy value; after ``timeout`` seconds a WaitTimeoutError naming ``what``."""
     waiter: WebDriverWait[WebDriver] = WebDriverWait(driver, timeout, poll_frequency=0.25)
-    return waiter.until(condition, message=f"gave up after {timeout:.0f}s waiting for {what}")  # type: ignore[return-value]
+    try:
+        return waiter.until(condition)  # type: ignore[return-value]
+    except TimeoutException:
+        # The suite's own error, without chromedriver's stack of unnamed addresses.
+        raise WaitTimeoutError(
+            f"gave up after {timeout:.0f}s waiting for {what} ({driver.current_url})"
+        ) from None
 
 
 def screenshot(driver: WebDriver, step: str, *, prefix: str = "webmail") -> Path:
