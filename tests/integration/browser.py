@@ -20,7 +20,11 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
@@ -107,7 +111,11 @@ def wait_for(
     driver: WebDriver, what: str, condition: Callable[[WebDriver], T | bool], *, timeout: float = WAIT_TIMEOUT
 ) -> T:
     """``condition``'s first truthy value; after ``timeout`` seconds a WaitTimeoutError naming ``what``."""
-    waiter: WebDriverWait[WebDriver] = WebDriverWait(driver, timeout, poll_frequency=0.25)
+    # Angular re-renders lists under the probe's feet: an element gone stale is looked up again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    waiter: WebDriverWait[WebDriver] = WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=ignored
+    )
     try:
         return waiter.until(condition)  # type: ignore[return-value]
     except TimeoutException:
