@@ -12,13 +12,11 @@ from __future__ import annotations
 import datetime
 import html
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,39 +29,16 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 
 from mailstack import engine
-from tests.integration.conftest import site_copy, start_stack
-from tests.integration.stack import NOTES, ROOT, Stack, cgroup_memory_mib, wait_until
+from tests.integration.office import UP_TIMEOUT, USERS
+from tests.integration.stack import NOTES, Stack, cgroup_memory_mib, wait_until
 from tests.integration.test_check import failures, run_check
 
 pytestmark = pytest.mark.integration
 
-OFFICE = ROOT / "examples" / "office.yaml"
-# The plaintexts of examples/office.yaml's hashes: one mailbox per scheme.
-USERS = {
-    "SHA512-CRYPT": ("anna@office.test", "anna-office-password"),
-    "SHA256-CRYPT": ("jonas@office.test", "jonas-office-password"),
-    "BLF-CRYPT": ("lena@office.test", "lena-office-password"),
-    "ARGON2I": ("omar@office.test", "omar-office-password"),
-    "ARGON2ID (UTF-8)": ("zoe@office.test", "zoë-Pässwörd-€"),
-}
 GROUPWARE = ("sogo", "postgres", "memcached")
-UP_TIMEOUT = 420.0  # a first start builds the sogo and postgres images too
 IDLE_SECONDS = 20.0
-
-
-@pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("groupware")
-    site_path = base / "site.yaml"
-    site_copy(OFFICE, site_path, bind=["127.0.0.1"])
-    started = time.monotonic()
-    stack = start_stack(site_path, timeout=UP_TIMEOUT)
-    NOTES.append(f"groupware: `up` of {stack.project.name} took {time.monotonic() - started:.0f}s")
-    try:
-        yield stack
-    finally:
-        if os.environ.get("MAILSTACK_ITEST_KEEP") != "1":
-            engine.down(stack.project, volumes=True)
+# The `office` fixture (examples/office.yaml, up once for this module and test_webmail) is in
+# conftest.py.
 
 
 def logs(stack: Stack) -> str:
