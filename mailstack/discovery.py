@@ -12,6 +12,9 @@ from mailstack.site.models import Site
 DAV_ROOT = "/SOGo/dav/"
 # Exchange ActiveSync's fixed path (the request URI of [MS-ASHTTP]); web proxies it to SOGo.
 ACTIVESYNC_PATH = "/Microsoft-Server-ActiveSync"
+# The autodiscover response schema phones ask for ([MS-ASCMD] 2.2.3.1); its answer names
+# the ActiveSync URL (MobileSync).
+MOBILESYNC_SCHEMA = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
 HTTPS_DEFAULT_PORT = 443
 
 

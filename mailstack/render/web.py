@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailstack import services
-from mailstack.discovery import Dav, dav
+from mailstack.discovery import MOBILESYNC_SCHEMA, Dav, dav
 from mailstack.dns import mta_sts_policy
 from mailstack.render.environment import environment
 from mailstack.render.writer import PlannedFile
@@ -50,7 +50,6 @@ HSTS_MAX_AGE = 31536000  # one year (RFC 6797); no includeSubDomains: other host
 AUTODISCOVER_BODY_LIMIT = "64k"  # Outlook's POX request is well under 1 KiB
 # The loopback server that serves the autodiscover answer nginx chose by the request body.
 WEB_AUTODISCOVER_PORT = 8082  # 127.0.0.1 only
-MOBILESYNC_SCHEMA = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
 # Addresses nginx takes from a request's <EMailAddress> to find a mailbox's answer: no '/'
 # (a file name) and nothing nginx's config syntax would need quoted; other addresses, and
 # upper case (the site's are lower case), get the answer without User.

@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from mailstack.check.web import AUTODISCOVER_REQUEST, MOBILESYNC_REQUEST
+from mailstack.discovery import MOBILESYNC_SCHEMA
 from mailstack.dns import build_records
 from tests.conftest import fake_state
 from tests.unit.test_groupware import site
@@ -65,24 +67,12 @@ def test_the_apple_profile_adds_caldav_and_carddav_accounts() -> None:
 # --- ActiveSync autodiscover (groupware.activesync) -------------------------------------------
 
 ACTIVESYNC = "groupware: {enabled: true, activesync: true}\n"
-AUTODISCOVER = "http://schemas.microsoft.com/exchange/autodiscover"
-MOBILESYNC = f"{AUTODISCOVER}/mobilesync/responseschema/2006"
-OUTLOOK = f"{AUTODISCOVER}/outlook/responseschema/2006a"
-# [MS-ASCMD] 4.2.1 (phones); Outlook's differs in its namespace and schema only.
-REQUEST = """<?xml version="1.0" encoding="utf-8"?>
-<Autodiscover xmlns="{AUTODISCOVER}/mobilesync/requestschema/2006">
-  <Request>
-    <EMailAddress>{address}</EMailAddress>
-    <AcceptableResponseSchema>{schema}</AcceptableResponseSchema>
-  </Request>
-</Autodiscover>
-"""
 EAS_URL = "https://mail.gw.test/Microsoft-Server-ActiveSync"
 
 
 def mobilesync(xml: str) -> tuple[str | None, str | None, tuple[str | None, ...]]:
     """(EMailAddress, DisplayName, (Type, Url, Name)) of a mobilesync autodiscover answer."""
-    ns = f"{{{MOBILESYNC}}}"
+    ns = f"{{{MOBILESYNC_SCHEMA}}}"
     response = ET.fromstring(xml).find(f"{ns}Response")  # noqa: S314 - ours
     assert response is not None
     server = response.find(f"{ns}Action/{ns}Settings/{ns}Server")
@@ -136,21 +126,21 @@ def nginx_answer(files: dict[str, str], body: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("address", "schema", "answer"),
+    ("address", "request_", "answer"),
     [
-        ("anna@gw.test", MOBILESYNC, "/autodiscover/mobilesync/anna@gw.test.xml"),
-        ("someone@else.test", MOBILESYNC, "/autodiscover/mobilesync.xml"),
-        ("Anna@GW.test", MOBILESYNC, "/autodiscover/mobilesync.xml"),  # the files are lower case
-        ("../../nginx.conf@x", MOBILESYNC, "/autodiscover/mobilesync.xml"),  # no '/' taken
-        ("anna@gw.test", OUTLOOK, "/autodiscover/autodiscover.xml"),
+        ("anna@gw.test", MOBILESYNC_REQUEST, "/autodiscover/mobilesync/anna@gw.test.xml"),
+        ("someone@else.test", MOBILESYNC_REQUEST, "/autodiscover/mobilesync.xml"),
+        ("Anna@GW.test", MOBILESYNC_REQUEST, "/autodiscover/mobilesync.xml"),  # the files are lower case
+        ("../../nginx.conf@x", MOBILESYNC_REQUEST, "/autodiscover/mobilesync.xml"),  # no '/' taken
+        ("anna@gw.test", AUTODISCOVER_REQUEST, "/autodiscover/autodiscover.xml"),  # Outlook
         ("", "", "/autodiscover/autodiscover.xml"),  # a GET, or an empty POST
     ],
 )
 def test_nginx_picks_the_answer_by_the_requested_schema_and_address(
-    address: str, schema: str, answer: str
+    address: str, request_: str, answer: str
 ) -> None:
     files = rendered(site(ACTIVESYNC))
-    body = REQUEST.format(AUTODISCOVER=AUTODISCOVER, address=address, schema=schema) if schema else ""
+    body = request_.format(address=address)
     assert nginx_answer(files, body) == answer
     # A namespace prefix and blanks around the text (as some clients write it) change nothing.
     spaced = body.replace("<AcceptableResponseSchema>", "<a:AcceptableResponseSchema>\n  ").replace(
