@@ -10,8 +10,16 @@ Three things about that library and SOGo, each handled here once:
   ([MS-ASPROV] 2.2.2.54.1), and no PolicyKey, and it checks no X-MS-PolicyKey on later
   commands; pyactivesync takes a Provision without a key for an error (ProvisionError) and
   would provision again before every command. `without_policy` records that there is none.
+- SOGo 5.12's ActiveSync reads a mail folder's state from the SELECT answer (UIDNEXT and
+  HIGHESTMODSEQ) without enabling CONDSTORE first (SOGoMailFolder -davCollectionTag; its
+  webmail enables QRESYNC before, since commit 1ab21b041). Dovecot tracks a Maildir folder's
+  modification sequences only once some client enabled CONDSTORE on it, and before that its
+  SELECT has no HIGHESTMODSEQ: SOGo's tag is then "-1", the very SyncKey it hands out on a
+  first Sync, so every later Sync looks unchanged and no mail ever comes.
+  SOGo's own webmail enables QRESYNC when it lists a folder, which is enough.
 - pyactivesync sends MS-ASProtocolVersion 16.1 always; SOGo 5.12 offers up to 14.1 in its
-  OPTIONS answer but serves 16.x requests (its ActiveSync code has 16.0 branches).
+  OPTIONS answer, so 14.1 is what a phone speaks to it, though SOGo serves 16.x requests too
+  (its ActiveSync code has 16.0 branches). `PROTOCOLS` are both; `speak` sets the one sent.
 """
 
 from __future__ import annotations
@@ -21,12 +29,16 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
+import pyactivesync._http
+import pytest
 import requests
 from pyactivesync import Client, Folder
 from requests.auth import HTTPBasicAuth
 
 from mailstack.discovery import ACTIVESYNC_PATH, MOBILESYNC_SCHEMA
 
+# 14.1: what phones choose with SOGo (the highest version both offer); 16.1: pyactivesync's own.
+PROTOCOLS = ("14.1", "16.1")
 SYNC_TIMEOUT = 60.0  # delivery through postscreen, rspamd and LMTP, then SOGo's IMAP view
 
 
@@ -70,6 +82,12 @@ def eas_client(http: requests.Session, url: str, user: str, password: str) -> Cl
     return client
 
 
+def speak(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """Have pyactivesync send MS-ASProtocolVersion ``version``: 0.17 reads a module constant
+    on every request and offers no option (its request bodies are valid in 14.1 too)."""
+    monkeypatch.setattr(pyactivesync._http, "_EAS_PROTOCOL_VERSION", version)
+
+
 def without_policy(client: Client) -> Client:
     """SOGo has no device policy (see the module docstring): commands go without a PolicyKey."""
     client._provisioned = True
@@ -83,11 +101,16 @@ def folder(folders: list[Folder], kind: int) -> Folder:
 
 
 def sync_until(
-    client: Client, folder_id: str, what: str, wanted: Callable[[dict[str, str]], bool]
+    client: Client,
+    folder_id: str,
+    what: str,
+    wanted: Callable[[dict[str, str]], bool],
+    *,
+    timeout: float = SYNC_TIMEOUT,
 ) -> dict[str, str]:
     """Sync a folder from SyncKey 0 on, as a new device does, until an added item is
-    ``wanted``; its fields ("Email.Subject", …). Gives up after SYNC_TIMEOUT, naming ``what``."""
-    deadline = time.monotonic() + SYNC_TIMEOUT
+    ``wanted``; its fields ("Email.Subject", …). Gives up after ``timeout``, naming ``what``."""
+    deadline = time.monotonic() + timeout
     key = client.sync_folder(folder_id).sync_key  # the first Sync only hands out a key
     seen: list[dict[str, str]] = []
     while True:
@@ -99,7 +122,7 @@ def sync_until(
             return found[0]
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"gave up after {SYNC_TIMEOUT:.0f}s waiting for {what} in an EAS Sync; "
+                f"gave up after {timeout:.0f}s waiting for {what} in an EAS Sync (SyncKey {key}); "
                 f"{len(seen)} items came: {seen[-5:]}"
             )
         if not result.more_available:

@@ -33,10 +33,12 @@ from mailstack.check.web import AUTODISCOVER_REQUEST, MOBILESYNC_REQUEST
 from mailstack.discovery import ACTIVESYNC_PATH
 from tests.integration.conftest import site_copy, start_stack
 from tests.integration.eas import (
+    PROTOCOLS,
     autodiscover,
     eas_client,
     folder,
     mobilesync_server,
+    speak,
     sync_until,
     without_policy,
 )
@@ -196,6 +198,15 @@ def test_sogo_reads_mail_with_the_users_own_password(office: Stack, scheme: str)
     """The webmail's folder list comes from Dovecot, logged in to with the user's password
     (a UTF-8 one too)."""
     user, password = USERS[scheme]
+    # SOGoMailAccount's "view" (UI/MailerUI/product.plist): the account's mailboxes.
+    folders = webmail(office, user, password, "Mail/0/view")
+    assert folders.status_code == 200, f"{folders.status_code} {folders.text[:300]}\n{logs(office)}"
+    assert "INBOX" in folders.text
+
+
+def webmail(office: Stack, user: str, password: str, path: str, body: Any = None) -> requests.Response:
+    """Log in to the webmail as ``user``, then one request of its own (with the XSRF token) to
+    /SOGo/so/<user>/``path``: a POST of JSON ``body``, or a GET."""
     with session(office) as http:
         answer = http.post(
             f"{base_url(office)}/SOGo/connect",
@@ -203,16 +214,14 @@ def test_sogo_reads_mail_with_the_users_own_password(office: Stack, scheme: str)
             headers={"Content-Type": "application/json; charset=utf-8"},
             timeout=30,
         )
-        assert answer.status_code == 200
-        xsrf = http.cookies.get("XSRF-TOKEN", "")
-        # SOGoMailAccount's "view" (UI/MailerUI/product.plist): the account's mailboxes.
-        folders = http.get(
-            f"{base_url(office)}/SOGo/so/{user}/Mail/0/view",
-            headers={"X-XSRF-TOKEN": xsrf},
+        assert answer.status_code == 200, f"{answer.status_code} {answer.text[:300]}\n{logs(office)}"
+        return http.request(
+            "GET" if body is None else "POST",
+            f"{base_url(office)}/SOGo/so/{user}/{path}",
+            json=body,
+            headers={"X-XSRF-TOKEN": http.cookies.get("XSRF-TOKEN", "")},
             timeout=30,
         )
-    assert folders.status_code == 200, f"{folders.status_code} {folders.text[:300]}\n{logs(office)}"
-    assert "INBOX" in folders.text
 
 
 def test_the_static_files_come_from_web(office: Stack) -> None:
@@ -281,6 +290,15 @@ def memory(project: str) -> dict[str, float]:
 # --- ActiveSync as a phone uses it: autodiscover, then a real EAS client (eas.py) -------------
 
 EAS_USER = USERS["ARGON2ID (UTF-8)"]
+FRESH_FOLDER_TIMEOUT = 20.0  # the delivery takes about a second; SOGo's answer never changes
+
+
+@pytest.fixture(params=PROTOCOLS, ids=lambda version: f"EAS {version}")
+def protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ActiveSync version the client speaks (eas.PROTOCOLS)."""
+    version: str = request.param
+    speak(monkeypatch, version)
+    return version
 
 
 def test_autodiscover_tells_phones_the_activesync_url_and_outlook_imap(office: Stack) -> None:
@@ -311,7 +329,7 @@ def eas(office: Stack, user: str, password: str) -> Client:
     )
 
 
-def test_eas_provision_and_folder_sync_with_a_utf8_password(office: Stack) -> None:
+def test_eas_provision_and_folder_sync_with_a_utf8_password(office: Stack, protocol: str) -> None:
     """Provision, as a phone starts: SOGo has no device policy for it (no PolicyKey, which
     pyactivesync takes for an error); FolderSync then lists the Inbox, Calendar and Contacts."""
     user, password = EAS_USER
@@ -320,14 +338,44 @@ def test_eas_provision_and_folder_sync_with_a_utf8_password(office: Stack) -> No
         with pytest.raises(ProvisionError, match="no PolicyKey"):
             client.provision()
         folders = without_policy(client).list_folders()
-    NOTES.append(f"groupware: EAS Provision and FolderSync took {time.monotonic() - started:.2f}s")
+    NOTES.append(f"groupware: EAS {protocol} Provision and FolderSync took {time.monotonic() - started:.2f}s")
     kinds = {f.type: f.name for f in folders}
     for kind in (FolderType.INBOX, FolderType.CALENDAR, FolderType.CONTACTS):
         assert kind in kinds, f"no {kind.name} folder in {kinds}\n{logs(office)}"
 
 
-def test_eas_syncs_mail_delivered_over_smtp(office: Stack) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "SOGo 5.12 ActiveSync never syncs a mail folder whose modification sequences Dovecot "
+        "does not track yet (no CONDSTORE client opened it): SyncKey -1 forever (eas.py)"
+    ),
+)
+def test_eas_syncs_mail_of_a_folder_no_condstore_client_opened(office: Stack) -> None:
+    """A phone-only user: the message is delivered to the Inbox but never reaches the phone."""
+    user, password = USERS["ARGON2I"]
+    subject = token("eas fresh")
+    office.deliver(make_message(EXTERNAL_SENDER, user, subject, domain="office.test"))
+    with eas(office, user, password) as client:
+        inbox = folder(without_policy(client).list_folders(), FolderType.INBOX)
+        sync_until(
+            client,
+            inbox.id,
+            f"{subject!r} in {user}'s Inbox",
+            lambda f: f.get("Email.Subject") == subject,
+            timeout=FRESH_FOLDER_TIMEOUT,
+        )
+
+
+def test_eas_syncs_mail_delivered_over_smtp(office: Stack, protocol: str) -> None:
+    """Once Dovecot tracks the Inbox's modification sequences, which any CONDSTORE client
+    starts (see the xfail test above): here the user opened the Inbox in the webmail once,
+    the advice the README gives to users who only have a phone."""
     user, password = EAS_USER
+    # SOGoMailFolder's "view" (getUIDs): the folder's message list, as the webmail asks for it.
+    opened = webmail(office, user, password, "Mail/0/folderINBOX/view", {"sortingAttributes": {}})
+    assert opened.status_code == 200, f"{opened.status_code} {opened.text[:300]}\n{logs(office)}"
     subject = token("eas mail")
     started = time.monotonic()
     office.deliver(make_message(EXTERNAL_SENDER, user, subject, domain="office.test"))
@@ -336,11 +384,13 @@ def test_eas_syncs_mail_delivered_over_smtp(office: Stack) -> None:
         item = sync_until(
             client, inbox.id, f"{subject!r} in {user}'s Inbox", lambda f: f.get("Email.Subject") == subject
         )
-    NOTES.append(f"groupware: EAS Sync returned a message {time.monotonic() - started:.1f}s after SMTP")
+    NOTES.append(
+        f"groupware: EAS {protocol} Sync returned a message {time.monotonic() - started:.1f}s after SMTP"
+    )
     assert EXTERNAL_SENDER in item.get("Email.From", ""), item
 
 
-def test_eas_syncs_an_event_made_over_caldav(office: Stack) -> None:
+def test_eas_syncs_an_event_made_over_caldav(office: Stack, protocol: str) -> None:
     user, password = EAS_USER
     summary = token("eas event")
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
@@ -376,7 +426,7 @@ def test_eas_syncs_an_event_made_over_caldav(office: Stack) -> None:
         sync_until(client, found.id, f"the event {summary!r}", lambda f: summary in f.values())
 
 
-def test_eas_syncs_a_contact_made_over_carddav(office: Stack) -> None:
+def test_eas_syncs_a_contact_made_over_carddav(office: Stack, protocol: str) -> None:
     user, password = EAS_USER
     last = token("Lovelace").replace(" ", "-")
     uid = uuid.uuid4()
