@@ -26,7 +26,7 @@ from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
 from mailstack.render.dav_rights import DAV_RIGHTS_SCRIPT, dav_reconcile
-from mailstack.render.dovecot import ACL_RECONCILE
+from mailstack.render.dovecot import ACL_RECONCILE, MODSEQ_TRACKING
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
@@ -320,14 +320,21 @@ def reload_changed(
 
 def reconcile_rights(project: Project, say: Say) -> list[str]:
     """Make the ACLs of the shared mailboxes (acl/reconcile.sh in the dovecot container) and
-    of the shared calendars and address books (rights/reconcile.sh in the sogo container)
-    what the description says; return the changes made, one line each (none: nothing to do)."""
+    of the shared calendars and address books (groupware/dav-rights.sh in the sogo container)
+    what the description says, and with ActiveSync have Dovecot track every folder's
+    modification sequences; return the changes made, one line each (none: nothing to do)."""
     changes = []
     if project.site.shared_mailboxes:
-        changes += _reconcile(project, "dovecot", ACL_RECONCILE, "the shared mailboxes", "doveadm ", say)
+        changes += _reconcile(
+            project, "dovecot", ACL_RECONCILE, "setting the rights on the shared mailboxes", "doveadm ", say
+        )
+    if project.site.groupware.activesync:
+        _reconcile(
+            project, "dovecot", MODSEQ_TRACKING, "tracking modification sequences for ActiveSync", "", say
+        )
     if command := dav_reconcile(project.site):
         script = (project.out_dir / DAV_RIGHTS_SCRIPT).read_text(encoding="utf-8")
-        what = "the shared calendars and address books"
+        what = "setting the rights on the shared calendars and address books"
         changes += _reconcile(project, "sogo", command, what, "", say, script=script)
     return changes
 
@@ -345,7 +352,7 @@ def _reconcile(
     run = project.compose("exec", "-T", service, *command, timeout=300, stdin=script)
     if run.returncode != 0:
         detail = (run.stderr.strip() or run.stdout.strip()).splitlines()[-3:]
-        raise EngineError(f"setting the rights on {what} failed: {' | '.join(detail)}")
+        raise EngineError(f"{what} failed: {' | '.join(detail)}")
     changes = [line for line in run.stdout.splitlines() if line.strip()]
     for line in changes:
         say(f"rights: {prefix}{line}")

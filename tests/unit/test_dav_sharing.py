@@ -11,6 +11,7 @@ import pytest
 from mailstack import engine
 from mailstack.render import plan_files
 from mailstack.render.dav_rights import DAV_RECONCILE, DAV_RIGHTS_SCRIPT, dav_rights_lines, plist_string
+from mailstack.render.dovecot import MODSEQ_TRACKING
 from mailstack.render.groupware import NO_LOGIN, sogo_users
 from mailstack.site.loader import parse_site
 from tests.conftest import fake_state
@@ -155,3 +156,26 @@ def test_up_names_the_webmail_and_activesync_urls() -> None:
     rows = {protocol: (where, what) for protocol, where, what in engine.endpoints(parse_site(OFFICE))}
     assert rows["webmail"][0] == "https://mail.office.test:6443/SOGo/"
     assert rows["activesync"][0] == "https://mail.office.test:6443/Microsoft-Server-ActiveSync"
+
+
+def test_up_has_dovecot_track_modseqs_on_activesync_sites_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SOGo's ActiveSync syncs a mail folder only once Dovecot tracks its modseqs."""
+    calls: list[tuple[str, ...]] = []
+
+    def compose(_self: engine.Project, *args: str, **_kw: object) -> Answer:
+        calls.append(args)
+        return subprocess.CompletedProcess(list(args), 0, "", "")
+
+    monkeypatch.setattr(engine.Project, "compose", compose)
+    (tmp_path / DAV_RIGHTS_SCRIPT).parent.mkdir(parents=True)
+    (tmp_path / DAV_RIGHTS_SCRIPT).write_text("", encoding="utf-8")
+    for activesync in (True, False):
+        site = parse_site(OFFICE.replace("activesync: true", f"activesync: {str(activesync).lower()}"))
+        calls.clear()
+        engine.reconcile_rights(engine.Project(site, tmp_path, tmp_path / "state"), print)
+        tracked = [c for c in calls if c[:3] == ("exec", "-T", "dovecot") and "modseq" in " ".join(c)]
+        assert bool(tracked) is activesync, calls
+    assert 'mailbox "$box" modseq' in MODSEQ_TRACKING[2]
+    assert "Sent" in MODSEQ_TRACKING[2]
