@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from mailstack import engine  # noqa: E402
 from tests.integration.conftest import site_copy, start_stack  # noqa: E402
-from tests.integration.test_groupware import OFFICE, USERS, login, memory  # noqa: E402
+from tests.integration.office import OFFICE, USERS  # noqa: E402
+from tests.integration.test_groupware import login, memory  # noqa: E402
 
 LOGIN_TIMEOUT = 300.0
 

@@ -10,6 +10,11 @@ from mailstack.site.models import Site
 # SOGo's DAV tree: principals and collections live under /SOGo/dav/<user>/ (the guide's
 # "DAV URLs"); /.well-known/caldav and carddav redirect here (the web service).
 DAV_ROOT = "/SOGo/dav/"
+# Exchange ActiveSync's fixed path (the request URI of [MS-ASHTTP]); web proxies it to SOGo.
+ACTIVESYNC_PATH = "/Microsoft-Server-ActiveSync"
+# The autodiscover response schema phones ask for ([MS-ASCMD] 2.2.3.1); its answer names
+# the ActiveSync URL (MobileSync).
+MOBILESYNC_SCHEMA = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
 HTTPS_DEFAULT_PORT = 443
 
 
@@ -20,6 +25,11 @@ class Dav:
     base_url: str  # https://host, with :port unless 443
     root: str  # DAV_ROOT
     activesync: bool
+
+    @property
+    def activesync_url(self) -> str | None:
+        """What autodiscover announces to phones (MobileSync); None with ActiveSync off."""
+        return f"{self.base_url}{ACTIVESYNC_PATH}" if self.activesync else None
 
 
 def dav(site: Site) -> Dav | None:

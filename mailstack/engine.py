@@ -25,8 +25,8 @@ from mailstack import hostnet, render, services
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.render.compose import bind_host
-from mailstack.render.dav_rights import dav_reconcile
-from mailstack.render.dovecot import ACL_RECONCILE
+from mailstack.render.dav_rights import DAV_RIGHTS_SCRIPT, dav_reconcile
+from mailstack.render.dovecot import ACL_RECONCILE, MODSEQ_TRACKING
 from mailstack.render.writer import Action
 from mailstack.services import STATE_MOUNT
 from mailstack.site.models import Site
@@ -84,13 +84,13 @@ class Project:
         return self.out_dir / "compose.yaml"
 
     def compose(
-        self, *args: str, capture: bool = True, timeout: float | None = 600
+        self, *args: str, capture: bool = True, timeout: float | None = 600, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         command = ["docker", "compose", "--project-name", self.name]
         if self.compose_file.exists():
             command += ["--file", str(self.compose_file)]
         return subprocess.run(
-            [*command, *args], capture_output=capture, text=True, check=False, timeout=timeout
+            [*command, *args], capture_output=capture, text=True, check=False, timeout=timeout, input=stdin
         )
 
 
@@ -320,23 +320,39 @@ def reload_changed(
 
 def reconcile_rights(project: Project, say: Say) -> list[str]:
     """Make the ACLs of the shared mailboxes (acl/reconcile.sh in the dovecot container) and
-    of the shared calendars and address books (rights/reconcile.sh in the sogo container)
-    what the description says; return the changes made, one line each (none: nothing to do)."""
+    of the shared calendars and address books (groupware/dav-rights.sh in the sogo container)
+    what the description says, and with ActiveSync have Dovecot track every folder's
+    modification sequences; return the changes made, one line each (none: nothing to do)."""
     changes = []
     if project.site.shared_mailboxes:
-        changes += _reconcile(project, "dovecot", ACL_RECONCILE, "the shared mailboxes", "doveadm ", say)
+        changes += _reconcile(
+            project, "dovecot", ACL_RECONCILE, "setting the rights on the shared mailboxes", "doveadm ", say
+        )
+    if project.site.groupware.activesync:
+        _reconcile(
+            project, "dovecot", MODSEQ_TRACKING, "tracking modification sequences for ActiveSync", "", say
+        )
     if command := dav_reconcile(project.site):
-        changes += _reconcile(project, "sogo", command, "the shared calendars and address books", "", say)
+        script = (project.out_dir / DAV_RIGHTS_SCRIPT).read_text(encoding="utf-8")
+        what = "setting the rights on the shared calendars and address books"
+        changes += _reconcile(project, "sogo", command, what, "", say, script=script)
     return changes
 
 
 def _reconcile(
-    project: Project, service: str, command: tuple[str, ...], what: str, prefix: str, say: Say
+    project: Project,
+    service: str,
+    command: tuple[str, ...],
+    what: str,
+    prefix: str,
+    say: Say,
+    *,
+    script: str | None = None,
 ) -> list[str]:
-    run = project.compose("exec", "-T", service, *command, timeout=300)
+    run = project.compose("exec", "-T", service, *command, timeout=300, stdin=script)
     if run.returncode != 0:
         detail = (run.stderr.strip() or run.stdout.strip()).splitlines()[-3:]
-        raise EngineError(f"setting the rights on {what} failed: {' | '.join(detail)}")
+        raise EngineError(f"{what} failed: {' | '.join(detail)}")
     changes = [line for line in run.stdout.splitlines() if line.strip()]
     for line in changes:
         say(f"rights: {prefix}{line}")
@@ -445,9 +461,16 @@ def endpoints(site: Site) -> list[tuple[str, str, str]]:
     """(protocol, address:port, security) for the summary after `up`."""
     table = services.ports()
     shown = bind_host(services.client_address(site.network.bind[0]))
-    return [
+    rows = [
         (p, f"{shown}:{port}", table[p][1].security) for p, port in site.network.ports.published().items()
     ]
+    https = site.network.ports.https
+    if site.groupware.enabled and https is not None:
+        where = site.hostname if https == 443 else f"{site.hostname}:{https}"
+        rows.append(("webmail", f"https://{where}/SOGo/", "SOGo; CalDAV and CardDAV at /SOGo/dav/"))
+        if site.groupware.activesync:
+            rows.append(("activesync", f"https://{where}/Microsoft-Server-ActiveSync", "Exchange ActiveSync"))
+    return rows
 
 
 def _published(entry: dict[str, Any]) -> set[tuple[str, int]]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install and start a Docker engine plus the Compose v2 CLI plugin on a Debian host.
+# Install and start a Docker engine plus the Compose v2 CLI plugin on a Debian host, and the
+# Debian packages the tests drive it with (testssl.sh, a headless Chromium, ...).
 #
 # Idempotent: every step first checks whether its result is already in place and
 # prints one line saying what it found or what it did.
@@ -39,7 +40,9 @@ missing=()
 # rsync and ssh: the controller side of `mailstack deploy` (ansible.posix.synchronize).
 # testssl.sh: the TLS auditor of `mailstack audit` and of the hardening tests.
 # iproute2: `ip netns`/veth clients with addresses of their own (integration test_bans).
-for pkg in docker.io debootstrap rsync openssh-client testssl.sh iproute2; do
+# chromium, chromium-driver: the headless browser Selenium drives in test_webmail (Debian's
+# build: no registry is reachable for a browser download of its own).
+for pkg in docker.io debootstrap rsync openssh-client testssl.sh iproute2 chromium chromium-driver; do
     if is_installed "$pkg"; then
         say "package $pkg already installed ($(dpkg-query -W -f='${Version}' "$pkg"))"
     else
@@ -48,6 +51,7 @@ for pkg in docker.io debootstrap rsync openssh-client testssl.sh iproute2; do
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
+    apt_started=$SECONDS
     # apt-get update only when the package lists cannot serve the install:
     # no candidate known, or lists older than a day.
     need_update=0
@@ -75,7 +79,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     else
         apt_quiet install -y --no-install-recommends "${missing[@]}"
     fi
-    say "installed ${missing[*]}"
+    say "installed ${missing[*]} in $((SECONDS - apt_started))s"
 fi
 
 # The Debian docker.io package puts its (older) client at /usr/bin/docker; a

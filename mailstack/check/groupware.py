@@ -9,7 +9,7 @@ import ssl
 from mailstack.check.http import http_request
 from mailstack.check.results import Result, failed, passed
 from mailstack.check.transport import Endpoint
-from mailstack.discovery import DAV_ROOT
+from mailstack.discovery import ACTIVESYNC_PATH, DAV_ROOT
 from mailstack.site.models import Site
 
 FIX_GROUPWARE = "is SOGo running? `mailstack status`, `mailstack logs SITE sogo` and `… web`"
@@ -72,7 +72,7 @@ def _webmail(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:
 
 def _activesync(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:
     probe = "ActiveSync"
-    path = "/Microsoft-Server-ActiveSync"
+    path = ACTIVESYNC_PATH
     try:
         status, headers, _ = http_request(endpoint, context, site.hostname, path, method="OPTIONS")
     except (OSError, http.client.HTTPException) as exc:

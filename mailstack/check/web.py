@@ -1,5 +1,6 @@
 """The web service as senders and mail clients use it: the MTA-STS policy of every domain,
-Thunderbird autoconfig, Outlook autodiscover, and plain HTTP that only redirects."""
+Thunderbird autoconfig, Outlook autodiscover (and, with ActiveSync, the phones' autodiscover),
+and plain HTTP that only redirects."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mailstack.check.groupware import groupware_results
 from mailstack.check.http import http_request
 from mailstack.check.results import Result, failed, passed
 from mailstack.check.transport import Endpoint
+from mailstack.discovery import MOBILESYNC_SCHEMA, dav
 from mailstack.mtasts import PolicyError, mx_matches, parse_policy
 from mailstack.site.models import Site
 
@@ -20,6 +22,15 @@ AUTODISCOVER_REQUEST = """<?xml version="1.0" encoding="utf-8"?>
   <Request>
     <EMailAddress>{address}</EMailAddress>
     <AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema>
+  </Request>
+</Autodiscover>
+"""
+# What phones post ([MS-ASCMD] 4.2): the mobilesync request and response schemas.
+MOBILESYNC_REQUEST = f"""<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006">
+  <Request>
+    <EMailAddress>{{address}}</EMailAddress>
+    <AcceptableResponseSchema>{MOBILESYNC_SCHEMA}</AcceptableResponseSchema>
   </Request>
 </Autodiscover>
 """
@@ -36,6 +47,8 @@ def web_results(site: Site, endpoints: dict[str, Endpoint], context: ssl.SSLCont
     first = site.domain_names[0]
     results.append(_autoconfig(https, context, site, first))
     results.append(_autodiscover(https, context, site))
+    if (found := dav(site)) is not None and found.activesync_url is not None:
+        results.append(_mobilesync(https, context, site, found.activesync_url))
     if site.groupware.enabled:
         results += groupware_results(site, https, context)
     return results
@@ -98,15 +111,9 @@ def _autoconfig(endpoint: Endpoint, context: ssl.SSLContext, site: Site, domain:
 
 def _autodiscover(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Result:
     probe = "autodiscover"
-    request = AUTODISCOVER_REQUEST.format(address=site.probe_address)
-    host = f"autodiscover.{site.domain_names[0]}"
-    try:
-        status, _, body = http_request(endpoint, context, host, "/autodiscover/autodiscover.xml", request)
-        root = ET.fromstring(body) if status == 200 else None  # noqa: S314 - our own server's answer
-    except (OSError, http.client.HTTPException, ET.ParseError) as exc:
-        return failed(probe, f"autodiscover POST: {exc}", FIX_WEB)
-    if root is None:
-        return failed(probe, f"autodiscover POST answered {status}", FIX_WEB)
+    root = _post_autodiscover(endpoint, context, site, AUTODISCOVER_REQUEST)
+    if isinstance(root, str):
+        return failed(probe, f"autodiscover POST {root}", FIX_WEB)
     protocols = [
         (p.findtext("{*}Type"), p.findtext("{*}Server"), p.findtext("{*}Port"))
         for p in root.iter()
@@ -118,6 +125,30 @@ def _autodiscover(endpoint: Endpoint, context: ssl.SSLContext, site: Site) -> Re
     return passed(
         probe, f"autodiscover POST names {', '.join(str(p[0]) for p in protocols)} on published ports"
     )
+
+
+def _mobilesync(endpoint: Endpoint, context: ssl.SSLContext, site: Site, expected: str) -> Result:
+    probe = "ActiveSync autodiscover"
+    root = _post_autodiscover(endpoint, context, site, MOBILESYNC_REQUEST)
+    if isinstance(root, str):
+        return failed(probe, f"autodiscover POST (mobilesync) {root}", FIX_WEB)
+    url = root.findtext("{*}Response/{*}Action/{*}Settings/{*}Server/{*}Url")
+    if url != expected:
+        return failed(probe, f"autodiscover tells phones {url!r}, not {expected}", "re-render, then `up`")
+    return passed(probe, f"autodiscover tells phones ActiveSync at {url}")
+
+
+def _post_autodiscover(
+    endpoint: Endpoint, context: ssl.SSLContext, site: Site, request: str
+) -> ET.Element | str:
+    """The parsed answer to ``request`` for the probe address, or what went wrong."""
+    host = f"autodiscover.{site.domain_names[0]}"
+    body = request.format(address=site.probe_address)
+    try:
+        status, _, answer = http_request(endpoint, context, host, "/autodiscover/autodiscover.xml", body)
+        return ET.fromstring(answer) if status == 200 else f"answered {status}"  # noqa: S314 - our own server
+    except (OSError, http.client.HTTPException, ET.ParseError) as exc:
+        return f"failed: {exc}"
 
 
 def _published(site: Site, port: str | None) -> bool:

@@ -24,7 +24,7 @@ from mailstack.state.view import StateView
 from mailstack.vault import Vault
 
 # Template subtree → output subtree. compose/<service>/… lands in config/<service>/….
-_TREES = {"compose": "config", "ansible": "ansible"}
+_TREES = {"compose": "config", "ansible": "ansible", "groupware": "groupware"}
 _TOP_LEVEL = {"compose/compose.yaml.j2": "compose.yaml"}
 
 
@@ -113,6 +113,8 @@ def plan_files(site: Site, view: StateView, state_dir: Path, out_dir: Path) -> l
     context = build_context(site, view, state_dir, out_dir)
     # Optional services the site does not have (groupware) leave no file behind.
     absent = tuple(f"config/{top}/" for top in services.absent_configs(site))
+    if not site.groupware.enabled:
+        absent += ("groupware/",)
     files = [
         _render_template(name, context)
         for name in template_names()

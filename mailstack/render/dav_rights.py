@@ -10,7 +10,6 @@ them private.
 
 from __future__ import annotations
 
-from mailstack.services.paths import SOGO_CONFIG_DIR
 from mailstack.site.dav_sharing import SharedFolder
 from mailstack.site.models import Site
 from mailstack.site.sharing import Right, effective_rights
@@ -39,18 +38,12 @@ FOLDERS: dict[str, tuple[str, dict[Right, tuple[str, ...]]]] = {
 # (any user who logged in), are what makes a calendar's busy times visible.
 FREE_BUSY_ROLES = ("ConfidentialDAndTViewer", "PrivateDAndTViewer", "PublicDAndTViewer")
 ANY_USER = "<default>"
-DAV_RIGHTS_FILE = f"{SOGO_CONFIG_DIR}/rights/wanted"
+# The reconciler, with the rights in it: a file of the rendered tree outside config/sogo/
+# (a change there restarts SOGo), fed to the command below on stdin.
+DAV_RIGHTS_SCRIPT = "groupware/dav-rights.sh"
 # As sogo, like sogod: sogo-tool reads libpq's password file, and the record below is in
 # sogo's directory (root in this container has no CAP_DAC_OVERRIDE).
-DAV_RECONCILE = (
-    "setpriv",
-    "--reuid=sogo",
-    "--regid=sogo",
-    "--init-groups",
-    "--",
-    "sh",
-    f"{SOGO_CONFIG_DIR}/rights/reconcile.sh",
-)
+DAV_RECONCILE = ("setpriv", "--reuid=sogo", "--regid=sogo", "--init-groups", "--", "sh", "-s")
 # What the last run granted (so that a folder dropped from the description loses its
 # grants too): on the sogo-spool volume, which outlives the container; sogo's, 0600.
 DAV_GRANTED_FILE = "/var/spool/sogo/.mailstack-dav-granted"

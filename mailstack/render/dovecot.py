@@ -92,6 +92,22 @@ SHARED_USERS_FILE = "/etc/dovecot/shared-users"
 # What the reconciler (acl/reconcile.sh) reads: the rights the description gives.
 ACL_RIGHTS_FILE = "/etc/dovecot/acl/rights"
 ACL_RECONCILE = ("sh", "/etc/dovecot/acl/reconcile.sh")
+# SOGo 5.12's ActiveSync syncs a mail folder only once Dovecot tracks its modification
+# sequences (its SELECT answer then has HIGHESTMODSEQ), which Dovecot starts for a Maildir
+# folder when a CONDSTORE client opens it, or when a search names MODSEQ. MODSEQ_TRACKING
+# runs such a search, matching nothing (no output on big sites), for every user after every
+# `up` and deploy of a site with ActiveSync: by name for INBOX and the special-use folders
+# (which the search makes if they do not exist yet, so a phone-only user's first mail lands in
+# a tracked folder), then for every folder that exists. Folders made later from a phone are
+# tracked from the next `up`; SOGo's webmail enables QRESYNC itself.
+_NO_MODSEQ = str(2**63 - 1)
+MODSEQ_FOLDERS = ("INBOX", "Drafts", "Sent", JUNK_FOLDER, TRASH_FOLDER, "Archive")
+MODSEQ_TRACKING = (
+    "sh",
+    "-c",
+    f'for box in {" ".join(MODSEQ_FOLDERS)} "*"; do '
+    f'doveadm search -A mailbox "$box" modseq {_NO_MODSEQ} || exit 1; done',
+)
 # acl_sharing_map: who shares to whom, for LIST under shared/. On the mail volume (it must
 # survive restarts and is written by the sessions, as vmail); a leading dot is no domain name,
 # so it never meets a mail home (/var/vmail/<domain>/…).

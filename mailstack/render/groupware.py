@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstack.render.dav_rights import DAV_GRANTED_FILE, DAV_RIGHTS_FILE, dav_reconcile, dav_rights_lines
+from mailstack.render.dav_rights import DAV_GRANTED_FILE, dav_reconcile, dav_rights_lines
 from mailstack.services.paths import (
     MEMCACHED_PORT,
     POSTGRES_CONFIG_DIR,
@@ -79,7 +79,6 @@ class GroupwareSettings:
     users: list[SogoUser]
     dav_rights: list[str]  # rights/wanted: the shared calendars' and address books' rights
     dav_reconcile: tuple[str, ...]  # run in the sogo container after up and deploy; () without
-    dav_rights_file: str
     dav_granted_file: str
 
 
@@ -144,6 +143,5 @@ def groupware_settings(site: Site) -> GroupwareSettings:
         users=sogo_users(site),
         dav_rights=dav_rights_lines(site),
         dav_reconcile=dav_reconcile(site),
-        dav_rights_file=DAV_RIGHTS_FILE,
         dav_granted_file=DAV_GRANTED_FILE,
     )

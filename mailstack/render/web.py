@@ -10,6 +10,15 @@ no scripting here):
 - ``autodiscover/autodiscover.xml``: the Outlook (POX) answer, the same for every domain
   (the servers and ports are the site's, whoever asks); nginx answers a POST with it through
   ``error_page 405 =200`` (its static handler refuses POST with 405);
+- with ``groupware.activesync``, ``autodiscover/mobilesync.xml`` and
+  ``autodiscover/mobilesync/<address>.xml``: the ActiveSync answer ([MS-ASCMD] 2.2.1.1) for
+  requests that ask for the mobilesync response schema (phones, Windows Mail), per mailbox
+  with its User element, else without. nginx cannot read a body into a static answer, but it
+  sets ``$request_body`` for a proxied request once the body is read: the autodiscover
+  location proxies to a loopback server of its own, with the answer chosen by a ``map`` of
+  the body in a header (see nginx.conf.j2). Outlook's own schema (POX, [MS-OXDSCLI]) has no
+  ActiveSync protocol type (EXCH and EXPR are Exchange RPC, which SOGo does not speak), so
+  Outlook keeps getting IMAP and SMTP;
 - ``apple/<address>.mobileconfig``: an Apple configuration profile per mailbox, without a
   password; any other address finds no file (404).
 
@@ -24,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailstack import services
-from mailstack.discovery import dav
+from mailstack.discovery import MOBILESYNC_SCHEMA, Dav, dav
 from mailstack.dns import mta_sts_policy
 from mailstack.render.environment import environment
 from mailstack.render.writer import PlannedFile
@@ -39,6 +48,13 @@ WEB_SECRETS = "/run/web-secrets"
 SECRETS_MOUNT = "/run/mailstack"
 HSTS_MAX_AGE = 31536000  # one year (RFC 6797); no includeSubDomains: other hosts are not ours
 AUTODISCOVER_BODY_LIMIT = "64k"  # Outlook's POX request is well under 1 KiB
+# The loopback server that serves the autodiscover answer nginx chose by the request body.
+WEB_AUTODISCOVER_PORT = 8082  # 127.0.0.1 only
+# Addresses nginx takes from a request's <EMailAddress> to find a mailbox's answer: no '/'
+# (a file name) and nothing nginx's config syntax would need quoted; other addresses, and
+# upper case (the site's are lower case), get the answer without User.
+ADDRESS_CHARS = "A-Za-z0-9._=-"
+ADDRESS_PATTERN = f"[{ADDRESS_CHARS}]+@[{ADDRESS_CHARS}]+"
 
 # Mail client kinds, incoming first; within a kind implicit TLS is preferred (RFC 8314 §3).
 INCOMING = ("imap", "pop3")
@@ -92,6 +108,11 @@ class WebSettings:
     protocols: str  # ssl_protocols
     hsts_max_age: int
     body_limit: str
+    # groupware.activesync: autodiscover answers by the request body (mobilesync or Outlook).
+    activesync: bool
+    autodiscover_port: int
+    mobilesync_match: str  # map source: the body asks for the mobilesync response schema
+    address_match: str  # map source: the body's <EMailAddress>, captured as $autodiscover_address
 
 
 def client_endpoints(site: Site) -> tuple[list[Endpoint], list[Endpoint]]:
@@ -158,7 +179,18 @@ def web_settings(site: Site, certificates: list[tuple[str, str]], protocols: str
         protocols=protocols,
         hsts_max_age=HSTS_MAX_AGE,
         body_limit=AUTODISCOVER_BODY_LIMIT,
+        activesync=activesync_announced(site),
+        autodiscover_port=WEB_AUTODISCOVER_PORT,
+        # Any namespace prefix (a:AcceptableResponseSchema), blanks around the text.
+        mobilesync_match=f'"~AcceptableResponseSchema>\\s*{nginx_regex(MOBILESYNC_SCHEMA)}\\s*<"',
+        address_match=f'"~EMailAddress>\\s*(?<autodiscover_address>{ADDRESS_PATTERN})\\s*<"',
     )
+
+
+def activesync_announced(site: Site) -> bool:
+    """Autodiscover answers phones with the ActiveSync URL (groupware.activesync, https)."""
+    found = dav(site)
+    return found is not None and found.activesync
 
 
 def _web_path(path: str) -> str:
@@ -179,6 +211,25 @@ def _label(address: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", address)
 
 
+def mobilesync_files(site: Site, found: Dav) -> list[PlannedFile]:
+    """The ActiveSync autodiscover answers: one for any address, one per mailbox nginx can
+    name from a request (ADDRESS_PATTERN)."""
+    template = environment().get_template("web/mobilesync.xml.j2")
+    files = [
+        PlannedFile(
+            "config/web/htdocs/autodiscover/mobilesync.xml",
+            template.render(site=site, dav=found, mailbox=None).encode(),
+        )
+    ]
+    for mailbox in site.mailboxes:
+        if re.fullmatch(ADDRESS_PATTERN, mailbox.address):
+            text = template.render(site=site, dav=found, mailbox=mailbox)
+            files.append(
+                PlannedFile(f"config/web/htdocs/autodiscover/mobilesync/{mailbox.address}.xml", text.encode())
+            )
+    return files
+
+
 def web_files(site: Site) -> list[PlannedFile]:
     """The static files under config/web/htdocs: a pure function of the site."""
     incoming, outgoing = client_endpoints(site)
@@ -197,6 +248,9 @@ def web_files(site: Site) -> list[PlannedFile]:
         files.append(PlannedFile(f"config/web/htdocs/autoconfig/{domain}.xml", text.encode()))
     autodiscover = env.get_template("web/autodiscover.xml.j2").render(common)
     files.append(PlannedFile("config/web/htdocs/autodiscover/autodiscover.xml", autodiscover.encode()))
+    found = dav(site)
+    if found is not None and found.activesync:
+        files += mobilesync_files(site, found)
     if incoming and outgoing:  # a profile needs both; Apple Mail offers IMAP or POP3
         profile = env.get_template("web/mobileconfig.j2")
         for mailbox in site.mailboxes:

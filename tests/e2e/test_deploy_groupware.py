@@ -29,15 +29,14 @@ import requests
 from caldav.davclient import DAVClient
 from requests.auth import HTTPBasicAuth
 
-from tests.conftest import ROOT
 from tests.e2e.conftest import Note
 from tests.e2e.deployment import Deployment, assert_no_change, assert_ok, needs
 from tests.e2e.harness import ServerFactory
-from tests.integration.test_groupware import USERS, SiteAdapter
+from tests.integration.office import OFFICE, USERS
+from tests.integration.test_groupware import SiteAdapter
 
 pytestmark = pytest.mark.e2e
 
-OFFICE = ROOT / "examples" / "office.yaml"
 #: Local part -> the plaintext of the office example's hash.
 PASSWORDS = {address.split("@")[0]: password for address, password in USERS.values()}
 #: The mailbox with the UTF-8 password, and the one the last step removes.

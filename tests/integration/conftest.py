@@ -24,6 +24,8 @@ from mailstack.errors import UserError
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
 from tests.integration.netns import ClientNets
+from tests.integration.office import OFFICE, OfficeStack
+from tests.integration.office import UP_TIMEOUT as OFFICE_UP_TIMEOUT
 from tests.integration.ports import free_ports
 from tests.integration.stack import ACTIVE, NOTES, SITE_FIXTURE, Stack, wait_until
 
@@ -31,12 +33,23 @@ UP_TIMEOUT = 240.0
 # Modules that must run first (the health check) and last (they stop, restart and re-render).
 FIRST = ("test_up.py",)
 LAST = ("test_faults.py", "test_lifecycle.py")
+# The modules on the office stack (session-scoped `office`) run after all others, together:
+# a session fixture lasts until the session ends, so the office stack is up only for them.
+OFFICE_MODULES = ("test_groupware.py", "test_webmail.py")
+# Each phase's report of a test (setup, call, teardown), for fixtures that act on a failure.
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
-        return 0 if name in FIRST else 2 + LAST.index(name) if name in LAST else 1
+        if name in FIRST:
+            return 0
+        if name in LAST:
+            return 2 + LAST.index(name)
+        if name in OFFICE_MODULES:
+            return 2 + len(LAST) + OFFICE_MODULES.index(name)
+        return 1
 
     items.sort(key=rank)  # stable: the order inside each module is kept
 
@@ -47,6 +60,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, object, object]:
     """On a failing integration test, attach every service's last log lines to the report."""
     report = yield
+    if isinstance(report, pytest.TestReport):
+        item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
     if (
         isinstance(report, pytest.TestReport)
         and report.failed
@@ -69,13 +84,13 @@ def say(text: str) -> None:
     print(f"[mailstack up] {text}", file=sys.stderr)
 
 
-def start_stack(site_path: Path, *, timeout: float = UP_TIMEOUT) -> Stack:
+def start_stack(site_path: Path, *, timeout: float = UP_TIMEOUT, kind: type[Stack] = Stack) -> Stack:
     """Render and bring up the site; an up that fails is recorded, not raised, so every test
     still runs against whatever came up and reports its own precise failure."""
     site = load_site(site_path)
     base = site_path.parent
     project = engine.Project(site=site, out_dir=base / "build", state_dir=base / "state")
-    stack = Stack(site_path=site_path, project=project)
+    stack = kind(site_path=site_path, project=project)
     started = time.monotonic()
     try:
         try:
@@ -169,4 +184,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory, client_nets: ClientNets) -> 
     finally:
         ACTIVE.remove(stack)
         if not keep:
+            engine.down(stack.project, volumes=True)
+
+
+@pytest.fixture(scope="session")
+def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """examples/office.yaml (groupware on) under an id and ports of its own, for the groupware
+    and webmail modules (run last, see OFFICE_MODULES)."""
+    base = tmp_path_factory.mktemp("groupware")
+    site_path = base / "site.yaml"
+    site_copy(OFFICE, site_path, bind=["127.0.0.1"])
+    started = time.monotonic()
+    stack = start_stack(site_path, timeout=OFFICE_UP_TIMEOUT, kind=OfficeStack)
+    NOTES.append(f"groupware: `up` of {stack.project.name} took {time.monotonic() - started:.0f}s")
+    try:
+        yield stack
+    finally:
+        if os.environ.get("MAILSTACK_ITEST_KEEP") != "1":
             engine.down(stack.project, volumes=True)

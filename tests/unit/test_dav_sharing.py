@@ -3,15 +3,19 @@ each right, free/busy, and what the reconciler in the sogo container is given.""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mailstack import engine
-from mailstack.render.dav_rights import DAV_RECONCILE, dav_rights_lines, plist_string
+from mailstack.render import plan_files
+from mailstack.render.dav_rights import DAV_RECONCILE, DAV_RIGHTS_SCRIPT, dav_rights_lines, plist_string
+from mailstack.render.dovecot import MODSEQ_TRACKING
 from mailstack.render.groupware import NO_LOGIN, sogo_users
 from mailstack.site.loader import parse_site
-from tests.unit.test_sharing import fake_compose, project
+from tests.conftest import fake_state
+from tests.unit.test_sharing import Answer
 
 OFFICE = (Path(__file__).parents[2] / "examples" / "office.yaml").read_text(encoding="utf-8")
 FREE_BUSY = "ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer"
@@ -122,13 +126,56 @@ def test_bad_shares_are_refused_with_their_field_path(
     assert where in str(refused.value), str(refused.value)
 
 
-def test_up_runs_the_calendar_reconciler_in_sogo_as_sogo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_feeds_the_rendered_reconciler_to_sogo_as_sogo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     site = parse_site(OFFICE)
+    for planned in plan_files(site, fake_state(site.domain_names), tmp_path / "state", tmp_path / "out"):
+        (tmp_path / "out" / planned.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / planned.path).write_bytes(planned.content)
+    script = (tmp_path / "out" / DAV_RIGHTS_SCRIPT).read_text(encoding="utf-8")
+    assert 'folder office@office.test Calendar/personal "Office"' in script
     change = "granted office@office.test Calendar/personal to jonas@office.test: PublicViewer"
-    calls = fake_compose(monkeypatch, change + "\n")
+    fed: list[str | None] = []
+
+    def compose(_self: engine.Project, *args: str, stdin: str | None = None, **_kw: object) -> Answer:
+        fed.append(stdin)
+        out = change + "\n" if args[2] == "sogo" else ""
+        return subprocess.CompletedProcess(list(args), 0, out, "")
+
+    monkeypatch.setattr(engine.Project, "compose", compose)
     said: list[str] = []
-    changes = engine.reconcile_rights(project(site), said.append)
-    assert ("exec", "-T", "sogo", *DAV_RECONCILE) in calls
+    changes = engine.reconcile_rights(engine.Project(site, tmp_path / "out", tmp_path / "state"), said.append)
+    assert script in fed
     assert DAV_RECONCILE[:2] == ("setpriv", "--reuid=sogo")
     assert f"rights: {change}" in said
     assert change in changes
+
+
+def test_up_names_the_webmail_and_activesync_urls() -> None:
+    rows = {protocol: (where, what) for protocol, where, what in engine.endpoints(parse_site(OFFICE))}
+    assert rows["webmail"][0] == "https://mail.office.test:6443/SOGo/"
+    assert rows["activesync"][0] == "https://mail.office.test:6443/Microsoft-Server-ActiveSync"
+
+
+def test_up_has_dovecot_track_modseqs_on_activesync_sites_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SOGo's ActiveSync syncs a mail folder only once Dovecot tracks its modseqs."""
+    calls: list[tuple[str, ...]] = []
+
+    def compose(_self: engine.Project, *args: str, **_kw: object) -> Answer:
+        calls.append(args)
+        return subprocess.CompletedProcess(list(args), 0, "", "")
+
+    monkeypatch.setattr(engine.Project, "compose", compose)
+    (tmp_path / DAV_RIGHTS_SCRIPT).parent.mkdir(parents=True)
+    (tmp_path / DAV_RIGHTS_SCRIPT).write_text("", encoding="utf-8")
+    for activesync in (True, False):
+        site = parse_site(OFFICE.replace("activesync: true", f"activesync: {str(activesync).lower()}"))
+        calls.clear()
+        engine.reconcile_rights(engine.Project(site, tmp_path, tmp_path / "state"), print)
+        tracked = [c for c in calls if c[:3] == ("exec", "-T", "dovecot") and "modseq" in " ".join(c)]
+        assert bool(tracked) is activesync, calls
+    assert 'mailbox "$box" modseq' in MODSEQ_TRACKING[2]
+    assert "Sent" in MODSEQ_TRACKING[2]
