@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack.render.dav_rights import DAV_GRANTED_FILE, dav_reconcile, dav_rights_lines
+from mailstack.render.dovecot import MODSEQ_TRACKING
 from mailstack.services.paths import (
     MEMCACHED_PORT,
     POSTGRES_CONFIG_DIR,
@@ -80,6 +81,8 @@ class GroupwareSettings:
     dav_rights: list[str]  # rights/wanted: the shared calendars' and address books' rights
     dav_reconcile: tuple[str, ...]  # run in the sogo container after up and deploy; () without
     dav_granted_file: str
+    # With ActiveSync, run in the dovecot container after up and deploy (dovecot.py); () without.
+    modseq_tracking: tuple[str, ...]
 
 
 def sql_literal(value: str) -> str:
@@ -144,4 +147,5 @@ def groupware_settings(site: Site) -> GroupwareSettings:
         dav_rights=dav_rights_lines(site),
         dav_reconcile=dav_reconcile(site),
         dav_granted_file=DAV_GRANTED_FILE,
+        modseq_tracking=MODSEQ_TRACKING if site.groupware.activesync else (),  # as engine.reconcile_rights
     )

@@ -13,12 +13,19 @@ from ruamel.yaml import YAML
 
 from mailstack import engine
 from mailstack.render import plan_files
-from mailstack.render.dovecot import ACL_RIGHTS, acl_rights_lines, shared_user_lines, sharing_settings
+from mailstack.render.dav_rights import DAV_RIGHTS_SCRIPT
+from mailstack.render.dovecot import (
+    ACL_RIGHTS,
+    MODSEQ_TRACKING,
+    acl_rights_lines,
+    shared_user_lines,
+    sharing_settings,
+)
 from mailstack.render.postfix import virtual_alias_lines
-from mailstack.site.loader import parse_site
+from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import Site
 from mailstack.site.sharing import effective_rights
-from tests.conftest import FIXTURES, fake_state
+from tests.conftest import FIXTURES, ROOT, fake_state
 
 BASE = (FIXTURES / "valid" / "base.yaml").read_text(encoding="utf-8")
 HASH = (
@@ -228,6 +235,32 @@ def test_the_role_reconciles_the_calendars_and_address_books_in_sogo_right_after
     specs = YAML(typ="safe").load((role / "meta/argument_specs.yml").read_text())
     spec = specs["argument_specs"]["main"]["options"]["mailstack_stack_dav_rights"]
     assert (spec["type"], spec["elements"]) == ("list", "str")
+    # The script goes on stdin, from the release, at the path the renderer writes it to.
+    stdin = task["community.docker.docker_compose_v2_exec"]["stdin"]
+    assert "mailstack_release_src ~ '/' ~ mailstack_stack_dav_rights_script" in stdin
+    defaults = YAML(typ="safe").load((role / "defaults/main.yml").read_text())
+    assert defaults["mailstack_stack_dav_rights_script"] == DAV_RIGHTS_SCRIPT
+
+
+def test_with_activesync_the_role_has_dovecot_track_modification_sequences_as_up_does(tmp_path: Path) -> None:
+    role = Path(__file__).parents[2] / "playbooks/roles/mailstack_stack"
+    tasks = YAML(typ="safe").load((role / "tasks/main.yml").read_text())
+    task = next(t for t in tasks if t["name"].startswith("Ensure Dovecot tracks the modification sequences"))
+    assert task["community.docker.docker_compose_v2_exec"]["service"] == "dovecot"
+    assert task["community.docker.docker_compose_v2_exec"]["argv"] == "{{ mailstack_stack_modseq_tracking }}"
+    assert task["changed_when"] is False
+    assert (
+        YAML(typ="safe").load((role / "defaults/main.yml").read_text())["mailstack_stack_modseq_tracking"]
+        == []
+    )
+    office = load_site(ROOT / "examples" / "office.yaml")
+    group_vars = YAML(typ="safe").load(rendered(office, tmp_path)["ansible/group_vars/all.yml"])
+    assert tuple(group_vars["mailstack_stack_modseq_tracking"]) == MODSEQ_TRACKING
+    without = office.model_copy(
+        update={"groupware": office.groupware.model_copy(update={"activesync": False})}
+    )
+    files = rendered(without, tmp_path)
+    assert "mailstack_stack_modseq_tracking" not in YAML(typ="safe").load(files["ansible/group_vars/all.yml"])
 
 
 # --- acl/reconcile.sh's logic, against a stand-in for doveadm's acl and mailbox commands -----
