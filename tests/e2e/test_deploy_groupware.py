@@ -261,13 +261,12 @@ class TestGroupwareDeploy:
         assert result.tasks()[DAV_RIGHTS] == [f"ok: [{site.server.name}]"], str(result)
         site.done.add("idempotent")
 
-    def test_a_removed_mailbox_is_refused_by_sogo_and_no_container_is_recreated(
+    def test_a_removed_mailbox_is_refused_by_sogo_and_no_container_is_restarted(
         self, office: Deployment, note: Note
     ) -> None:
         """The users table is applied again by the postgres reload handler (postgres-apply);
-        SOGo's calendars and settings stay on their volumes. The free/busy grants in
-        config/sogo/rights/wanted name every mailbox, so config/sogo changed too, and sogo
-        and memcached (which read config/sogo at start only) are restarted, not recreated."""
+        config/sogo/ did not change (the rights are in groupware/dav-rights.sh), so no
+        container is restarted, and SOGo's data stays on its volumes."""
         site = office
         needs(site, "deployed", "login")
         assert login(site, REMOVED, site.passwords[REMOVED]).status_code == 200
@@ -286,16 +285,8 @@ class TestGroupwareDeploy:
             if line.startswith("changed") and (found := re.search(r"\(item=([\w-]+)\)", line))
         ]
         assert "postgres" in reloaded, str(result)
-        after = site.containers()
-        assert {s: i for s, (i, _) in after.items()} == {s: i for s, (i, _) in before.items()}, "recreated"
-        restarted = sorted(s for s in before if after[s] != before[s])
-        assert set(restarted) <= {"sogo", "memcached"}, restarted
-        note(f"restarted by the mailbox's removal: {restarted or 'none'}")
-        # The play waited for the restarted services to be healthy again.
-        waited = "RUNNING HANDLER [mailstack_stack : Wait until the restarted services are healthy again]"
-        assert result.tasks().get(waited) == [f"ok: [{site.server.name}]"], str(result)
-        health = site.health()
-        assert all(health[s] == "healthy" for s in restarted), health
+        assert result.tasks()[DAV_RIGHTS][0].startswith(("ok:", "changed:")), str(result)  # ran
+        assert site.containers() == before, "a container was recreated or restarted"
         assert volumes(site) == kept
         started = time.monotonic()
         while (status := login(site, REMOVED, site.passwords[REMOVED]).status_code) != 403:
