@@ -7,7 +7,7 @@ master secret. Groups and shared mailboxes are described elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from pydantic import Field
@@ -49,6 +49,11 @@ class Groupware(Model):
     )
 
 
+class _Addressed(Protocol):
+    @property
+    def address(self) -> str: ...
+
+
 class _Site(Protocol):
     """What the rules below read of the site (models.Site, which imports this module)."""
 
@@ -56,6 +61,15 @@ class _Site(Protocol):
     def groupware(self) -> Groupware: ...
     @property
     def https_published(self) -> bool: ...
+    @property
+    def mailboxes(self) -> Sequence[_Addressed]: ...
+    @property
+    def shared_mailboxes(self) -> Sequence[_Addressed]: ...
+
+
+# Valid in an address, but not in SOGo: its URLs carry the login as a path segment (/), and
+# sogo-tool, which sets the calendars' rights, writes the login into SQL unescaped (').
+SOGO_UNSAFE = "/'"
 
 
 def groupware_rules(site: _Site) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -71,3 +85,14 @@ def groupware_rules(site: _Site) -> Iterator[tuple[tuple[str | int, ...], str]]:
             ("groupware", "enabled"),
             "SOGo is reached through the web service over HTTPS: publish network.ports.https",
         )
+    if groupware.enabled:
+        for field in ("mailboxes", "shared_mailboxes"):
+            boxes: Sequence[_Addressed] = getattr(site, field)
+            for i, box in enumerate(boxes):
+                if unsafe := sorted({c for c in box.address if c in SOGO_UNSAFE}):
+                    yield (
+                        (field, i, "address"),
+                        f"SOGo (groupware.enabled) cannot serve an address with {' or '.join(unsafe)} in "
+                        "it: its URLs carry the login as a path segment and sogo-tool writes it into "
+                        "SQL unescaped; rename the mailbox, or turn groupware off",
+                    )

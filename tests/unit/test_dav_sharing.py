@@ -179,3 +179,15 @@ def test_up_has_dovecot_track_modseqs_on_activesync_sites_only(
         assert bool(tracked) is activesync, calls
     assert 'mailbox "$box" modseq' in MODSEQ_TRACKING[2]
     assert "Sent" in MODSEQ_TRACKING[2]
+
+
+@pytest.mark.parametrize("local", ["o'brien", "a/b"])
+def test_groupware_refuses_addresses_sogo_cannot_serve(local: str) -> None:
+    text = OFFICE.replace("  - address: lena@office.test\n", f"  - address: {local}@office.test\n")
+    with pytest.raises(Exception, match="SOGo .* cannot serve an address") as refused:
+        parse_site(text)
+    assert "mailboxes[2].address" in str(refused.value)
+    # Without groupware the same address is a mailbox like any other.
+    plain = text.replace("  enabled: true\n  activesync: true", "  enabled: false\n  activesync: false")
+    plain = plain.split("# office@'s calendar")[0] + "aliases:" + plain.split("\naliases:")[1]
+    assert parse_site(plain).mailboxes[2].address == f"{local}@office.test"
