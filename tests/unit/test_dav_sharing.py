@@ -184,7 +184,7 @@ def test_up_has_dovecot_track_modseqs_on_activesync_sites_only(
 @pytest.mark.parametrize("local", ["o'brien", "a/b"])
 def test_groupware_refuses_addresses_sogo_cannot_serve(local: str) -> None:
     text = OFFICE.replace("  - address: lena@office.test\n", f"  - address: {local}@office.test\n")
-    with pytest.raises(Exception, match="SOGo .* cannot serve an address") as refused:
+    with pytest.raises(Exception, match=r"SOGo .* cannot serve an address") as refused:
         parse_site(text)
     assert "mailboxes[2].address" in str(refused.value)
     # Without groupware the same address is a mailbox like any other.
