@@ -81,14 +81,15 @@ def dav_rights_lines(site: Site) -> list[str]:
     used if the reconciler creates it), then `grant <owner> <folder> <login> <roles,
     comma-separated, sorted>`. The owner never gets a grant: it owns the folder.
 
-    And `anyone <owner> Calendar/personal <roles|->` for every login mailbox's calendar: what
+    And `anyone <owner> Calendar/personal <roles|-> <name>` for every login mailbox's calendar: what
     any user may see of it (free/busy), or nothing; on a calendar not described, the
     reconciler touches only that entry, and leaves the shares its owner made alone."""
     free_busy = ",".join(sorted(FREE_BUSY_ROLES)) if site.groupware.free_busy else "-"
     described = {folder.owner for folder in site.calendars}
     logins = {m.address for m in site.mailboxes}
+    calendar_name = plist_string(DEFAULT_NAMES["calendars"])
     lines = [
-        f"anyone {m.address} Calendar/personal {free_busy}"
+        f"anyone {m.address} Calendar/personal {free_busy} {calendar_name}"
         for m in sorted(site.mailboxes, key=lambda m: m.address)
         if m.address not in described
     ]

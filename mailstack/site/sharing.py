@@ -139,11 +139,9 @@ def sharing_rules(site: Site) -> Iterator[tuple[Loc, str]]:
     """Field path and message for each rule groups and shared_mailboxes break."""
     directory = Directory.of(site)
     logins, aliases, listed = directory.logins, directory.aliases, directory.listed
-    groups: dict[str, int] = {}
     for i, g in enumerate(site.groups):
-        if g.name in groups:
-            yield ("groups", i, "name"), f"duplicate group {g.name} (also groups[{groups[g.name]}])"
-        groups.setdefault(g.name, i)
+        if (earlier := directory.groups[g.name]) != i:
+            yield ("groups", i, "name"), f"duplicate group {g.name} (also groups[{earlier}])"
         seen: dict[str, int] = {}
         for j, member in enumerate(g.members):
             if member in seen:

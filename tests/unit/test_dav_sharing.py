@@ -44,14 +44,14 @@ def test_office_shares_its_calendar_and_address_book_with_the_roles_of_each_righ
 
 def test_every_mailbox_calendar_shows_its_busy_times_to_any_user_by_default() -> None:
     lines = dav_rights_lines(parse_site(OFFICE))
-    assert f"anyone lena@office.test Calendar/personal {FREE_BUSY}" in lines
+    assert f'anyone lena@office.test Calendar/personal {FREE_BUSY} "Personal Calendar"' in lines
     # The shared mailbox's calendar shows only to those the description names.
     assert not [line for line in lines if line.startswith("anyone office@")]
 
 
 def test_free_busy_off_takes_the_grant_back() -> None:
     site = parse_site(OFFICE.replace("  workers: 3\n", "  workers: 3\n  free_busy: false\n"))
-    assert "anyone lena@office.test Calendar/personal -" in dav_rights_lines(site)
+    assert 'anyone lena@office.test Calendar/personal - "Personal Calendar"' in dav_rights_lines(site)
 
 
 def test_a_mailbox_calendar_described_keeps_free_busy_for_everyone_else() -> None:

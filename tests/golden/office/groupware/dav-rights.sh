@@ -43,14 +43,14 @@ chmod 0600 "$granted"
 # as SOGo's roles:
 #   folder <owner> <Calendar/personal|Contacts/personal> <name, made with it if missing>
 #   grant <owner> <folder> <login|<default>> <SOGo roles, comma-separated, sorted>
-#   anyone <owner> Calendar/personal <roles|->: what any user sees (free/busy), only that
+#   anyone <owner> Calendar/personal <roles|-> <name>: what any user sees (free/busy), only that
 wanted="$tmp/wanted"
 cat >"$wanted" <<'MAILSTACK_DAV_RIGHTS'
-anyone anna@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer
-anyone jonas@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer
-anyone lena@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer
-anyone omar@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer
-anyone zoe@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer
+anyone anna@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer "Personal Calendar"
+anyone jonas@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer "Personal Calendar"
+anyone lena@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer "Personal Calendar"
+anyone omar@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer "Personal Calendar"
+anyone zoe@office.test Calendar/personal ConfidentialDAndTViewer,PrivateDAndTViewer,PublicDAndTViewer "Personal Calendar"
 folder office@office.test Calendar/personal "Office"
 grant office@office.test Calendar/personal anna@office.test ConfidentialModifier,ObjectCreator,ObjectEraser,PrivateDAndTViewer,PublicModifier
 grant office@office.test Calendar/personal jonas@office.test ConfidentialViewer,PrivateDAndTViewer,PublicViewer
@@ -61,6 +61,20 @@ grant office@office.test Contacts/personal jonas@office.test ObjectViewer
 grant office@office.test Contacts/personal omar@office.test ObjectViewer
 grant office@office.test Contacts/personal zoe@office.test ObjectViewer
 MAILSTACK_DAV_RIGHTS
+
+# sogo-tool's role list (`"A", "B"`) as the lines above write it: A,B sorted.
+sorted_roles() {
+    tr -d '" ' | tr ',' '\n' | sort -u | paste -sd, -
+}
+
+# Gives the grantee exactly these roles: remove first (add only appends), then the cache
+# flush (add writes the table but not SOGo's cache of the folder's ACL, which a request
+# between remove and add may have filled: remove of nobody clears it again).
+set_roles() {  # owner folder grantee roles
+    tool manage-acl remove "$1" "$2" "$3" >/dev/null
+    tool manage-acl add "$1" "$2" "$3" "[\"$(printf '%s' "$4" | sed 's/,/","/g')\"]" >/dev/null
+    tool manage-acl remove "$1" "$2" mailstack-nobody >/dev/null
+}
 
 # "<grantee> <roles, comma-separated, sorted>" for each grantee of owner's folder; the
 # folder is created first when it does not exist yet and the description shares it.
@@ -76,7 +90,7 @@ current() {  # owner folder name
         exit 1
     fi
     sed -n 's/.*Rights for \([^ ]*\) \[\(.*\)\]$/\1 \2/p' "$tmp/get" | while read -r who roles; do
-        printf '%s %s\n' "$who" "$(printf '%s' "$roles" | tr -d '" ' | tr ',' '\n' | sort -u | paste -sd, -)"
+        printf '%s %s\n' "$who" "$(printf '%s' "$roles" | sorted_roles)"
     done
 }
 
@@ -104,13 +118,11 @@ while read -r owner folder; do
             sub(/^[^ ]+ [^ ]+ [^ ]+ /, ""); print }' "$wanted")"
     awk -v o="$owner" -v f="$folder" '$1 == "grant" && $2 == o && $3 == f { print $4, $5 }' "$wanted" >"$tmp/want"
     current "$owner" "$folder" "$name" >"$tmp/have"
-    touched=no
     while read -r who roles; do
         if ! grep -qxF "$who $roles" "$tmp/want"; then
             if ! awk -v w="$who" '$1 == w { found = 1 } END { exit !found }' "$tmp/want"; then
                 revoke "$owner" "$folder" "$who"
                 change "removed $owner $folder from $who"
-                touched=yes
             fi
         fi
     done <"$tmp/have"
@@ -123,25 +135,18 @@ while read -r owner folder; do
             "<"*) ;;  # <default>: any user, nobody to subscribe
             *) tool manage-acl subscribe "$owner" "$folder" "$who" >/dev/null ;;
         esac
-        tool manage-acl remove "$owner" "$folder" "$who" >/dev/null
-        tool manage-acl add "$owner" "$folder" "$who" \
-            "[\"$(printf '%s' "$roles" | sed 's/,/","/g')\"]" >/dev/null
+        set_roles "$owner" "$folder" "$who" "$roles"
         change "granted $owner $folder to $who: $roles"
-        touched=yes
     done <"$tmp/want"
-    if [ "$touched" = yes ]; then
-        # add writes the table but not SOGo's cache of the folder's ACL, which a request
-        # between remove and add may have filled: remove of nobody clears it again.
-        tool manage-acl remove "$owner" "$folder" mailstack-nobody >/dev/null
-    fi
 done <"$tmp/folders"
 
 # What any user may see of each mailbox's own calendar (free/busy): only that entry.
 awk '$1 == "anyone" { print $2, $3, $4 }' "$wanted" >"$tmp/anyone"
 while read -r owner folder roles; do
+    name="$(awk -v o="$owner" -v f="$folder" '$1 == "anyone" && $2 == o && $3 == f {
+            sub(/^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /, ""); print }' "$wanted")"
     tool manage-acl get "$owner" "$folder" "<default>" >"$tmp/get" || true
-    have="$(sed -n 's/.*Rights for <default> \[\(.*\)\]$/\1/p' "$tmp/get" |
-        tr -d '" ' | tr ',' '\n' | sort -u | paste -sd, -)"
+    have="$(sed -n 's/.*Rights for <default> \[\(.*\)\]$/\1/p' "$tmp/get" | sorted_roles)"
     if [ "$roles" = - ]; then
         if [ -n "$have" ]; then
             tool manage-acl remove "$owner" "$folder" "<default>" >/dev/null
@@ -151,12 +156,9 @@ while read -r owner folder roles; do
     fi
     [ "$have" = "$roles" ] && continue
     if grep -q "No folder" "$tmp/get"; then
-        create "$owner" "$folder" '"Personal Calendar"'
+        create "$owner" "$folder" "$name"
     fi
-    tool manage-acl remove "$owner" "$folder" "<default>" >/dev/null
-    tool manage-acl add "$owner" "$folder" "<default>" \
-        "[\"$(printf '%s' "$roles" | sed 's/,/","/g')\"]" >/dev/null
-    tool manage-acl remove "$owner" "$folder" mailstack-nobody >/dev/null
+    set_roles "$owner" "$folder" "<default>" "$roles"
     change "granted $owner $folder to any user: $roles"
 done <"$tmp/anyone"
 
