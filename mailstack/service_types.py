@@ -19,6 +19,7 @@ SecretKind = Literal[
     "acme_ca_bundle",
     "outbound_ca_bundle",
     "postgres",
+    "mailcrypt",
 ]
 
 

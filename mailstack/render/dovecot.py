@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack import services
+from mailstack.render.mailcrypt import NO_ENCRYPTION
 from mailstack.site.models import Site
 from mailstack.site.sharing import Right, effective_rights
 
@@ -51,17 +52,19 @@ def junk_settings() -> JunkSettings:
     )
 
 
-def dovecot_user_lines(site: Site, probe_hash: str) -> list[str]:
+def dovecot_user_lines(site: Site, probe_hash: str, crypt: dict[str, str]) -> list[str]:
     """passwd-file lines: user:password:uid:gid:gecos:home:shell:extra fields.
 
     uid, gid and home come from mail_uid, mail_gid and mail_home in dovecot.conf. The quota
     needs the userdb_ prefix or Dovecot 2.4 ignores it silently; a size without a unit is
-    bytes. No quota means the global quota_storage_size (unlimited).
+    bytes. No quota means the global quota_storage_size (unlimited). ``crypt``: each
+    mailbox's mail_crypt fields (mailstack.render.mailcrypt).
     """
     lines = []
     for m in site.mailboxes:
-        extra = f"userdb_quota_storage_size={m.quota}" if m.quota is not None else ""
-        lines.append(f"{m.address}:{m.password_hash}::::::{extra}")
+        extra = [f"userdb_quota_storage_size={m.quota}"] if m.quota is not None else []
+        extra += [crypt[m.address]] if m.address in crypt else []
+        lines.append(f"{m.address}:{m.password_hash}::::::{' '.join(extra)}")
     # The probe mailbox holds at most a few probe messages, each deleted by the check that sent it.
     lines.append(f"{site.probe_address}:{probe_hash}::::::userdb_quota_storage_size={PROBE_QUOTA}")
     return lines
@@ -145,11 +148,12 @@ def shared_user_lines(site: Site) -> list[str]:
     answers a non-root client only about users with its own uid ("client doesn't have
     lookup permissions for this user: userdb reply doesn't contain uid").
     """
-    return [
-        f"{s.address}::{MAIL_USER}:{MAIL_USER}::::"
-        + (f"userdb_quota_storage_size={s.quota}" if s.quota is not None else "")
-        for s in site.shared_mailboxes
-    ]
+    lines = []
+    for s in site.shared_mailboxes:
+        extra = [f"userdb_quota_storage_size={s.quota}"] if s.quota is not None else []
+        extra += [NO_ENCRYPTION] if s.encryption == "none" else []
+        lines.append(f"{s.address}::{MAIL_USER}:{MAIL_USER}::::{' '.join(extra)}")
+    return lines
 
 
 def acl_rights_lines(site: Site) -> list[str]:

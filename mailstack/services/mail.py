@@ -106,7 +106,8 @@ DOVECOT = Service(
         Tmpfs("/tmp:size=16m"),  # noqa: S108 - the container's own /tmp
     ),
     # rspamd_controller: the IMAPSieve learning program posts to Rspamd's controller.
-    reads=("tls", "rspamd_controller"),
+    # mailcrypt: the site's key pair and the per_user logins' wrapped keys.
+    reads=("tls", "rspamd_controller", "mailcrypt"),
     certificates=CertificateReload(
         "doveadm reload",
         "dovecot -F",

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from mailstack.site.abuse import Abuse
 from mailstack.site.base import Model
 from mailstack.site.dav_sharing import SharedFolder, dav_sharing_rules
+from mailstack.site.encryption import Encryption, Mode, encryption_rules
 from mailstack.site.fields import (
     Address,
     Addresses,
@@ -149,6 +150,14 @@ class Mailbox(Model):
     send_rate: Rate | None = Field(
         default=None, description="Outbound limit of this mailbox [default: limits.send_rate]."
     )
+    encryption: Mode | None = Field(
+        default=None,
+        description=(
+            "How this mailbox's mail is stored: site, per_user or none [default: "
+            "encryption.default]. A per_user mailbox's password is changed with `mailstack "
+            "password` (which re-wraps its key), never by editing password_hash."
+        ),
+    )
 
 
 class Alias(Model):
@@ -247,6 +256,7 @@ class Site(Model):
     mta_sts: MtaSts = Field(default_factory=MtaSts)
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
+    encryption: Encryption = Field(default_factory=Encryption)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
@@ -319,6 +329,7 @@ class Site(Model):
         yield from sharing_rules(self)
         yield from dav_sharing_rules(self)
         yield from groupware_rules(self)
+        yield from encryption_rules(self)
 
     def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:
         if self.offline and self.abuse.spamhaus_dqs:
