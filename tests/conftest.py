@@ -117,9 +117,7 @@ def fake_state(domains: tuple[str, ...], tls_mode: str = "selfsigned") -> StateV
         for kind in ("ecdsa", "rsa")
     )
     secret_files = {"redis": "secrets/redis", "postgres": "secrets/postgres"}
-    mailcrypt = {"site_key": "mailcrypt/site.key", "site_pub": "mailcrypt/site.pub"} | {
-        f"passdb_{d}": f"mailcrypt/passdb/{d}" for d in domains
-    }
+    mailcrypt = {"site_key": "mailcrypt/site.key", "site_pub": "mailcrypt/site.pub"}
     return StateView(
         dkim=dkim, tls_files=tls, secret_files=secret_files, tlsa=tlsa, mailcrypt_files=mailcrypt
     )

@@ -16,7 +16,6 @@ from mailstack.render.tls import TLS_FILES_DIR
 from mailstack.service_types import Network as ServiceNetwork
 from mailstack.service_types import SecretKind, Service
 from mailstack.services import OUTBOUND_CA_BUNDLE, STATE_MOUNT
-from mailstack.site.encryption import per_user_addresses
 from mailstack.site.models import Site
 from mailstack.site.resolver import fixed_address
 from mailstack.state.view import StateView
@@ -253,7 +252,6 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
     by_kind["mailcrypt"] = [
         Secret(f"mailcrypt_{role}", f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")
         for role, path in sorted(state.mailcrypt_files.items())
-        if not role.startswith("passdb_") or per_user_addresses(site)
     ]
     acme = site.tls.acme
     bundle = acme.ca_bundle if acme is not None else None

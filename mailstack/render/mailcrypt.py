@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack.services import STATE_MOUNT
+from mailstack.services.paths import MAILCRYPT_PASSDB_DIR
 from mailstack.site.encryption import mode_of, per_user_addresses
 from mailstack.site.models import Site
-from mailstack.state.mailcrypt import PASSDB, SITE_KEY, SITE_PUB, USER_SLOT
+from mailstack.state.mailcrypt import SITE_KEY, SITE_PUB, USER_SLOT
 from mailstack.state.view import StateView
 
 
@@ -27,7 +28,7 @@ def mailcrypt_settings(site: Site) -> MailCryptSettings:
         user_slot=USER_SLOT,
         # A path with a variable: only the auth worker (root) opens it, at lookup; the auth
         # process (dovecot) would open a fixed path at start and fail on the root-only file.
-        passdb=f"{STATE_MOUNT}/{PASSDB}/%{{user | domain}}" if per_user_addresses(site) else "",
+        passdb=f"{MAILCRYPT_PASSDB_DIR}/%{{user | domain}}" if per_user_addresses(site) else "",
     )
 
 

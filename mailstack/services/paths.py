@@ -41,3 +41,5 @@ POSTGRES_CONFIG_DIR = "/etc/mailstack-postgres"
 POSTGRES_DATA = "/var/lib/postgresql/data"
 POSTGRES_PORT = 5432
 MEMCACHED_PORT = 11211
+# The per_user mailboxes' passdb files (state: mailcrypt/passdb/<domain>), inside dovecot.
+MAILCRYPT_PASSDB_DIR = "/run/mailstack/mailcrypt-passdb"

@@ -73,7 +73,7 @@ from mailstack.state.layout import (
     PROBE_PASSWORD,
     SECRET_NAMES,
 )
-from mailstack.state.mailcrypt import PASSDB, SITE_KEY, SITE_PUB, ensure_site_key
+from mailstack.state.mailcrypt import SITE_KEY, SITE_PUB, ensure_site_key
 from mailstack.state.version import check_format
 from mailstack.state.view import DkimKey, StateView, TlsaKey
 
@@ -111,8 +111,7 @@ class State(StateFiles):
             secret_files=secret_files,
             tlsa=tlsa,
             probe_hash=probe_hash,
-            mailcrypt_files={"site_key": SITE_KEY, "site_pub": SITE_PUB}
-            | {f"passdb_{d}": f"{PASSDB}/{d}" for d in site.domain_names},
+            mailcrypt_files={"site_key": SITE_KEY, "site_pub": SITE_PUB},
             user_keys=user_keys,
         )
 

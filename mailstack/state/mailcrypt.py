@@ -31,13 +31,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mailstack.errors import StateError, UserError
+from mailstack.service_types import MAILCRYPT_PASSDB
 from mailstack.state.files import StateFiles
 from mailstack.state.mailcrypt_view import UserKey
 
 SITE_KEY = "mailcrypt/site.key"
 SITE_PUB = "mailcrypt/site.pub"
 USERS = "mailcrypt/users"
-PASSDB = "mailcrypt/passdb"  # a folder: one file per domain
+PASSDB = MAILCRYPT_PASSDB  # a folder: one file per domain, mounted into dovecot
 # The private key slot that per_user logins fill (dovecot.conf: crypt_global_private_key user).
 USER_SLOT = "user"
 

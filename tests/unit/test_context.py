@@ -265,8 +265,12 @@ def test_each_service_gets_only_its_own_files_of_the_state_where_its_config_look
             ("rsa_key", "rsa.key"),
         )
     ]
-    # Never the CA's key or certificate.
-    assert secrets["postfix"] == secrets["dovecot"] == secrets["web"] == tls
+    # Never the CA's key or certificate; dovecot also the mail_crypt site key pair.
+    assert secrets["postfix"] == secrets["web"] == tls
+    assert [s.name for s in secrets["dovecot"]] == [s.name for s in tls] + [
+        "mailcrypt_site_key",
+        "mailcrypt_site_pub",
+    ]
     redis = Secret("redis", "../state/secrets/redis", f"{STATE_MOUNT}/secrets/redis")
     assert secrets["redis"] == [redis]
     assert secrets["rspamd"] == [

@@ -160,7 +160,7 @@ def test_dovecot_gets_public_keys_in_the_userdb_and_wrapped_keys_only_from_the_s
     passdb = (tmp_path / "state/mailcrypt/passdb/crypt.example").read_text()
     assert passdb.startswith("anna@crypt.example:::::::noauthenticate ")
     assert "crypt_private_key_password=%{password|sha256}" in passdb  # no space: passwd-file splits on it
-    assert mailcrypt_settings(site).passdb.endswith("/mailcrypt/passdb/%{user | domain}")
+    assert mailcrypt_settings(site).passdb == "/run/mailstack/mailcrypt-passdb/%{user | domain}"
 
 
 def _dovecot_secret(password: str) -> bytes:
