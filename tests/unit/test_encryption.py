@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from mailstack.check.at_rest import disk_result, modes_result
+from mailstack.check.inside import Ran
 from mailstack.errors import SiteValidationError, UserError
 from mailstack.mailbox_password import change_password, recover_password, write_hash
 from mailstack.passwords import hash_password
@@ -169,3 +171,18 @@ def _dovecot_secret(password: str) -> bytes:
 
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_check_names_the_modes_and_judges_the_probe_file(site_file: Path) -> None:
+    site = load_site(site_file)
+    modes = modes_result(site)
+    assert modes.status == "warn"
+    assert "per_user: anna@crypt.example" in modes.reason
+    assert "none: log@crypt.example, office@crypt.example" in modes.reason
+    assert "site key: 1 mailbox(es)" in modes.reason
+    assert disk_result(Ran(True, 0, "CRYPTED\nCRYPTED\n")).status == "pass"
+    plain = disk_result(Ran(True, 0, "CRYPTED\nReturn-\n/var/vmail/x/probe/Maildir/new/1\n"))
+    assert plain.status == "fail"
+    assert "/var/vmail/x/probe/Maildir/new/1" in plain.reason
+    assert disk_result(Ran(True, 0, "")).status == "fail"
+    assert disk_result(Ran(False)).status == "fail"
