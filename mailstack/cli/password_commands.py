@@ -12,11 +12,14 @@ import typer
 
 from mailstack import engine
 from mailstack.cli import show
-from mailstack.cli.options import OutDir, SitePath, StateDir, project, user_errors
+from mailstack.cli.options import OutDir, SitePath, StateDir, VaultFile, project, user_errors
+from mailstack.deploy import DeployOptions
+from mailstack.deploy import deploy as run_deploy
 from mailstack.errors import UserError
 from mailstack.mailbox_password import change_password, recover_password
 from mailstack.state import State
 from mailstack.state.mailcrypt import new_recovery_identity
+from mailstack.vault import Vault, open_vault
 
 out = show.out
 
@@ -29,31 +32,52 @@ RecoveryKey = Annotated[
 ]
 
 
+LocalOnly = Annotated[
+    bool, typer.Option("--local-only", help="Do not deploy the change to the site's hosts.")
+]
+
+
 @user_errors
-def password(site: SitePath, address: Address, output: OutDir = None, state: StateDir = None) -> None:
+def password(
+    site: SitePath,
+    address: Address,
+    output: OutDir = None,
+    state: StateDir = None,
+    vault_password_file: VaultFile = None,
+    local_only: LocalOnly = False,
+) -> None:
     """Change a mailbox's password: asks for the old and the new one (or reads them, one per
     line, from standard input), writes the new hash into the site file and re-wraps a per_user
-    mailbox's key. A running local stack takes it at once."""
+    mailbox's key; then a running local stack and the site's hosts (`deploy --tags stack`)
+    take it."""
     p = project(site, output, state)
     old = _read("Old password: ")
     new = _read_new()
-    done = change_password(p.site, site, State(p.state_dir), address, old, new)
+    vault = open_vault(vault_password_file)
+    done = change_password(p.site, site, State(p.state_dir, vault=vault), address, old, new)
     out.print(f"{address}: new password hash written to {site}; {done}")
-    _apply(site, output, state)
+    _apply(site, output, state, vault, hosts=not local_only)
 
 
 @user_errors
 def recover(
-    site: SitePath, address: Address, recovery_key: RecoveryKey, output: OutDir = None, state: StateDir = None
+    site: SitePath,
+    address: Address,
+    recovery_key: RecoveryKey,
+    output: OutDir = None,
+    state: StateDir = None,
+    vault_password_file: VaultFile = None,
+    local_only: LocalOnly = False,
 ) -> None:
     """Set a per_user mailbox's new password without the old one, with the recovery key
-    (whose recipient is encryption.recovery): its mail stays readable."""
+    (whose recipient is encryption.recovery): its mail stays readable. Applied like `password`."""
     p = project(site, output, state)
     identity = recovery_key.read_text(encoding="utf-8")
     new = _read_new()
-    done = recover_password(p.site, site, State(p.state_dir), address, identity, new)
+    vault = open_vault(vault_password_file)
+    done = recover_password(p.site, site, State(p.state_dir, vault=vault), address, identity, new)
     out.print(f"{address}: new password hash written to {site}; {done}")
-    _apply(site, output, state)
+    _apply(site, output, state, vault, hosts=not local_only)
 
 
 @user_errors
@@ -73,14 +97,21 @@ def recovery_key(
     typer.echo(recipient)
 
 
-def _apply(site: Path, output: Path | None, state: Path | None) -> None:
-    """Re-render and reload the running local stack, if there is one (hosts: `mailstack deploy`)."""
+def _apply(site: Path, output: Path | None, state: Path | None, vault: Vault | None, *, hosts: bool) -> None:
+    """The running local stack (if one runs) and the site's hosts take the new hash and key."""
     p = project(site, output, state)
-    if not engine.container_ids(p):
-        out.print("no local stack runs; `mailstack up` or `mailstack deploy` carries the change")
-        return
-    engine.up(p, timeout=180, base=None, bootstrap=False, say=out.print)
-    out.print("the running stack has the new password")
+    if engine.container_ids(p):
+        engine.up(p, timeout=180, base=None, bootstrap=False, say=out.print)
+        out.print("the running local stack has the new password")
+    if hosts and p.site.hosts:
+        names = ", ".join(h.name for h in p.site.hosts)
+        out.print(f"deploying the change to {names} (deploy --tags stack)")
+        result = run_deploy(
+            p.site, p.out_dir, p.state_dir, DeployOptions(tags="stack"), vault=vault, say=show.plain
+        )
+        show.deploy(result)
+    elif not engine.container_ids(p):
+        out.print("no local stack runs and the site has no hosts: the next `up` carries the change")
 
 
 def _read(prompt: str) -> str:
