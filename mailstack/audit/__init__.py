@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from mailstack import services
-from mailstack.audit import containers, host, smtp, tls
+from mailstack.audit import at_rest, containers, host, smtp, tls
 from mailstack.audit.containers import AuditError
 from mailstack.audit.report import Item, Report
 from mailstack.remote import Shell
@@ -56,6 +56,7 @@ def run_audit(
     say(f"containers: {', '.join(sorted(running))}")
     if "containers" in only:
         report.items += containers.container_items(shell, running, state_dir, site)
+        report.items.append(at_rest.at_rest_item(shell, running, site))
     if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
     if "smtp" in only:

@@ -4,11 +4,13 @@ password change and recovery, and what Dovecot gets."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from mailstack.audit.at_rest import judge
 from mailstack.check.at_rest import disk_result, modes_result
 from mailstack.check.inside import Ran
 from mailstack.errors import SiteValidationError, UserError
@@ -186,3 +188,20 @@ def test_check_names_the_modes_and_judges_the_probe_file(site_file: Path) -> Non
     assert "/var/vmail/x/probe/Maildir/new/1" in plain.reason
     assert disk_result(Ran(True, 0, "")).status == "fail"
     assert disk_result(Ran(False)).status == "fail"
+
+
+def test_audit_fails_plain_files_only_of_mailboxes_that_encrypt(site_file: Path) -> None:
+    site = load_site(site_file)
+    files = Counter(
+        {
+            ("enc", "crypt.example/anna"): 3,
+            ("plain", "crypt.example/log"): 2,  # encryption: none
+            ("plain", "crypt.example/office"): 1,  # a shared mailbox with none
+        }
+    )
+    assert judge(files, site).status == "pass"
+    files[("plain", "crypt.example/ben")] = 4
+    item = judge(files, site)
+    assert item.status == "fail"
+    assert "crypt.example/ben: 4" in item.detail
+    assert "log" not in item.detail
