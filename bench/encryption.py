@@ -29,10 +29,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_footprint import ROOT, free_ports  # noqa: E402
+from stack_footprint import ROOT, free_ports
 
 MAILSTACK = Path(sys.executable).with_name("mailstack")
-PASSWORD = "bench-Paßwort-1"
+PASSWORD = "bench-Paßwort-1"  # noqa: S105 - the bench mailboxes' own
 MODES = ("site", "per_user", "none")
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 70)[:4000]
 
