@@ -32,10 +32,11 @@ def at_rest_item(shell: Shell, containers: dict[str, dict[str, Any]], site: Site
         return Item("mail.at_rest", title, "fail", f"could not scan the mail volume: {exc}", SOURCE)
     if run.returncode != 0:
         return Item("mail.at_rest", title, "fail", f"scan failed: {run.stderr.strip()[-300:]}", SOURCE)
-    return judge(Counter(tuple(line.split(" ", 1)) for line in run.stdout.splitlines() if " " in line), site)
+    pairs = (line.partition(" ") for line in run.stdout.splitlines())
+    return judge(Counter((kind, box) for kind, _, box in pairs if box), site)
 
 
-def judge(files: Counter[tuple[str, ...]], site: Site) -> Item:
+def judge(files: Counter[tuple[str, str]], site: Site) -> Item:
     """``files``: (enc|plain, domain/user) → message files; plain files of a mailbox whose mode
     encrypts fail (they were written before encryption was on, or it does not work)."""
     modes = {
