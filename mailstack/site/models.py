@@ -35,6 +35,7 @@ from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
 from mailstack.site.resolver import default_internal_subnet, resolver_address
+from mailstack.site.retention import Retention, RetentionOverride
 from mailstack.site.sharing import Group, SharedMailbox, sharing_rules
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
@@ -136,6 +137,9 @@ class DomainEntry(Model):
     )
     spf: Spf | None = Field(default=None, description="This domain's SPF record [default: dns.spf].")
     dmarc: Dmarc | None = Field(default=None, description="Overrides of dns.dmarc for this domain.")
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of the site's retention for this domain's mailboxes."
+    )
 
 
 class Mailbox(Model):
@@ -148,6 +152,9 @@ class Mailbox(Model):
     )
     send_rate: Rate | None = Field(
         default=None, description="Outbound limit of this mailbox [default: limits.send_rate]."
+    )
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of its domain's and the site's retention for this mailbox."
     )
 
 
@@ -247,6 +254,10 @@ class Site(Model):
     mta_sts: MtaSts = Field(default_factory=MtaSts)
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long folders keep mail (Trash and Junk 30d by default), and POP3 deletion.",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
