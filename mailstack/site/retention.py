@@ -108,14 +108,26 @@ _POP3_HELP = (
 )
 
 
+def _one_inbox(folders: Any) -> Any:
+    """INBOX given twice in two spellings would silently keep one of the limits: refuse."""
+    if isinstance(folders, dict):
+        inboxes = [name for name in folders if isinstance(name, str) and name.lower() == INBOX.lower()]
+        if len(inboxes) > 1:
+            raise ValueError(f"these folders are all INBOX: {', '.join(inboxes)}; keep one")
+    return folders
+
+
 def _with_defaults(folders: dict[str, int]) -> dict[str, int]:
     return {**DEFAULT_FOLDERS, **folders}
+
+
+Folders = Annotated[dict[Folder, Keep], BeforeValidator(_one_inbox)]
 
 
 class Retention(Model):
     """The site's retention: the defaults of every domain and mailbox."""
 
-    folders: Annotated[dict[Folder, Keep], AfterValidator(_with_defaults)] = Field(
+    folders: Annotated[Folders, AfterValidator(_with_defaults)] = Field(
         default_factory=lambda: dict(DEFAULT_FOLDERS),
         description=f"{_FOLDERS_HELP} Trash and Junk keep 30d unless set; other folders keep mail forever.",
     )
@@ -125,7 +137,7 @@ class Retention(Model):
 class RetentionOverride(Model):
     """A domain's or a mailbox's retention: what it leaves out, it inherits."""
 
-    folders: dict[Folder, Keep] = Field(default_factory=dict, description=_FOLDERS_HELP)
+    folders: Folders = Field(default_factory=dict, description=_FOLDERS_HELP)
     pop3_delete: bool | None = Field(default=None, description=_POP3_HELP)
 
 

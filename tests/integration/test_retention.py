@@ -129,6 +129,19 @@ def test_a_delivery_expunges_what_is_past_the_limit_without_any_imap_session(ret
     )
 
 
+def test_the_end_of_a_pop3_session_expunges_too(retained: Stack) -> None:
+    old = token("retention old before pop3")
+    put(retained, CAROL, "Trash", old)
+    time.sleep(LIMIT + 2)
+    with retained.pop3(CAROL) as pop:
+        pop.stat()
+    wait_until(
+        "the old message to leave carol's Trash after a POP3 session",
+        lambda: not maildir_has(retained, ".Trash", old),
+        timeout=15,
+    )
+
+
 def pop3_delete(stack: Stack, user: str, subject: str) -> None:
     """DELE the message with ``subject`` over POP3 (QUIT commits) and check POP3 no longer lists it."""
 

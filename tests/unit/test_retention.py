@@ -132,6 +132,11 @@ def test_dovecot_reads_the_largest_exact_unit(seconds: int, text: str) -> None:
         ("site", "retention:\n  folders: {Lists/dev: 7d}\n", "no spaces, no subfolders"),
         (
             "site",
+            "retention:\n  folders: {inbox: 7d, INBOX: 1d}\n",
+            "retention.folders (line 13): these folders are all INBOX: inbox, INBOX; keep one",
+        ),
+        (
+            "site",
             "retention:\n  pop3_deletes: false\n",
             "retention.pop3_deletes (line 13): unknown field 'pop3_deletes'; did you mean 'pop3_delete'?",
         ),
