@@ -121,7 +121,12 @@ def _with_defaults(folders: dict[str, int]) -> dict[str, int]:
     return {**DEFAULT_FOLDERS, **folders}
 
 
-Folders = Annotated[dict[Folder, Keep], BeforeValidator(_one_inbox)]
+# additionalProperties: editors flag a folder name the pattern refuses ("Old Stuff").
+Folders = Annotated[
+    dict[Folder, Keep],
+    BeforeValidator(_one_inbox),
+    Field(json_schema_extra={"additionalProperties": False}),
+]
 
 
 class Retention(Model):

@@ -236,3 +236,13 @@ def test_dovecot_conf_declares_the_limits_and_counts_from_the_save_date() -> Non
     assert limits == [("INBOX", "0"), ("Sent", "365d"), ("Junk", "30d"), ("Trash", "30d"), ("Lists", "0")]
     assert "\nmail_always_cache_fields = date.save\n" in block
     assert '\npop3_deleted_flag = ""\n' in block
+
+
+def test_the_json_schema_refuses_what_the_loader_refuses() -> None:
+    schema = Site.model_json_schema(mode="validation")
+    for model in ("Retention", "RetentionOverride"):
+        folders = schema["$defs"][model]["properties"]["folders"]
+        assert folders["additionalProperties"] is False
+        (pattern,) = folders["patternProperties"]
+        assert re.match(pattern, "Trash")
+        assert not re.match(pattern, "Old Stuff")
