@@ -55,6 +55,7 @@ from mailstack.render.resolver import (
     front_network,
     resolver_settings,
 )
+from mailstack.render.retention import RetentionSettings, retention_settings
 from mailstack.render.rspamd import (
     REDIS_MAXMEMORY,
     DkimDomain,
@@ -108,6 +109,7 @@ class Context:
     acl_rights: list[str]  # the rights on shared mailboxes, for acl/reconcile.sh
     sharing: SharingSettings
     junk: JunkSettings  # Sieve: spam into Junk, and learning from moves into and out of it
+    retention: RetentionSettings  # the site's autoexpunge per folder, POP3 deletion
     dkim: list[DkimSelector]
     dkim_domains: list[DkimDomain]
     tls: dict[str, str]  # role → path inside the containers
@@ -176,6 +178,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         acl_rights=acl_rights_lines(site),
         sharing=sharing_settings(site),
         junk=junk_settings(),
+        retention=retention_settings(site),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),

@@ -36,6 +36,7 @@ from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
 from mailstack.site.resolver import default_internal_subnet, resolver_address
+from mailstack.site.retention import Retention, RetentionOverride
 from mailstack.site.sharing import Group, SharedMailbox, sharing_rules
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
@@ -137,6 +138,9 @@ class DomainEntry(Model):
     )
     spf: Spf | None = Field(default=None, description="This domain's SPF record [default: dns.spf].")
     dmarc: Dmarc | None = Field(default=None, description="Overrides of dns.dmarc for this domain.")
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of the site's retention for this domain's mailboxes."
+    )
 
 
 class Mailbox(Model):
@@ -157,6 +161,9 @@ class Mailbox(Model):
             "encryption.default]. A per_user mailbox's password is changed with `mailstack "
             "password` (which re-wraps its key), never by editing password_hash."
         ),
+    )
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of its domain's and the site's retention for this mailbox."
     )
 
 
@@ -257,6 +264,10 @@ class Site(Model):
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
     encryption: Encryption = Field(default_factory=Encryption)
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long folders keep mail (Trash and Junk 30d by default), and POP3 deletion.",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
