@@ -103,7 +103,8 @@ def read_all(port: int, address: str) -> tuple[float, int]:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context)
-    imap.login(address, PASSWORD)
+    # AUTHENTICATE PLAIN: imaplib's LOGIN sends ASCII only.
+    imap.authenticate("PLAIN", lambda _: f"\0{address}\0{PASSWORD}".encode())
     imap.select("INBOX", readonly=True)
     started = time.monotonic()
     _, data = imap.fetch("1:*", "(BODY.PEEK[])")
