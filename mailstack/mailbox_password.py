@@ -30,7 +30,18 @@ def change_password(site: Site, site_path: Path, state: State, address: str, old
     mode = mode_of(site, address)
     if mode == "per_user" and mailcrypt.has_user_key(state, address):
         new_hash = hash_password(new)
-        mailcrypt.rewrap(state, address, old, new, new_hash)  # checks old: the key opens with it
+        try:
+            mailcrypt.rewrap(state, address, old, new, new_hash)  # checks old: the key opens with it
+        except UserError:
+            if mailcrypt.wrapped_for(state, address, hashed):
+                raise
+            # The key outlived the mailbox (removed from the site, added back with a new hash):
+            # it still guards the old mail and opens only with the password it was wrapped for.
+            raise UserError(
+                f"{address} has a key from before, wrapped for another password than its "
+                "password_hash: give that password as the old one, or use `mailstack recover`: "
+                "nothing changed"
+            ) from None
         done = "its key re-wrapped for the new password"
     else:
         if not _verifies(old, hashed):

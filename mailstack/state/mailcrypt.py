@@ -135,6 +135,11 @@ def recover(files: StateFiles, address: str, identity: str, new: str, hashed: st
     _wrap(files, folder, _load(pem, None), new, hashed)
 
 
+def wrapped_for(files: StateFiles, address: str, hashed: str) -> bool:
+    """Whether the mailbox's key is wrapped for the password behind ``hashed``."""
+    return files.read(f"{_folder(address)}/hash").decode().strip() == hashed
+
+
 def has_user_key(files: StateFiles, address: str) -> bool:
     return files.exists(f"{_folder(address)}/key.pem")
 

@@ -30,6 +30,7 @@ from tests.integration.stack import (
 pytestmark = pytest.mark.integration
 
 PIA = "pia@itest.example"
+NILS = "nils@itest.example"  # encryption: none
 FIRST = "Pía’s erstes Paßwort 1"
 SECOND = "zweites-Paßwort-2"
 THIRD = "drittes 3 ✓"
@@ -92,34 +93,49 @@ class PerUser:
     identity: Path
     subject: str
     body: str
+    old_subject: str  # delivered while pia was still on the site key
+
+
+def _count(stack: Stack, address: str) -> int:
+    run = stack.exec("dovecot", "doveadm", "mailbox", "status", "-u", address, "messages", "INBOX")
+    return int(run.stdout.strip().rpartition("=")[2] or 0) if "messages=" in run.stdout else 0
+
+
+def _deliver(stack: Stack, address: str, subject: str, body: str, expected: int) -> None:
+    stack.deliver(make_message("someone@sender-itest.test", address, subject, body=body))
+    wait_until(
+        f"{expected} message(s) in {address}'s INBOX (doveadm mailbox status, which needs no key)",
+        lambda: _count(stack, address) >= expected,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="module")
 def per_user(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PerUser]:
-    """pia@ with encryption per_user, her key made by `mailstack password`, one message delivered."""
+    """pia@ on the site key with one message, then switched to per_user (her key made by
+    `mailstack password`) with one more; nils@ with encryption none."""
     identity, recipient = new_recovery_identity()
     key_file = tmp_path_factory.mktemp("recovery") / "recovery.key"
     key_file.write_text(f"# public key: {recipient}\n{identity}\n", encoding="utf-8")
     original = stack.site_path.read_text(encoding="utf-8")
-    entry = f'  - address: {PIA}\n    password_hash: "{hash_password(FIRST)}"\n    encryption: per_user\n'
-    text = original.replace("\naliases:", entry + "\naliases:", 1)
+    pia = f'  - address: {PIA}\n    password_hash: "{hash_password(FIRST)}"\n'
+    nils = f'  - address: {NILS}\n    password_hash: "{hash_password(FIRST)}"\n    encryption: none\n'
+    text = original.replace("\naliases:", pia + nils + "\naliases:", 1)
     stack.site_path.write_text(text + f"\nencryption:\n  recovery: {recipient}\n", encoding="utf-8")
     try:
+        stack.reload_site()
+        engine.up(stack.project, timeout=180, say=lambda _: None)
+        old_subject = token("site-key subject")
+        _deliver(stack, PIA, old_subject, "delivered under the site key", 1)
+        stack.site_path.write_text(
+            stack.site_path.read_text(encoding="utf-8").replace(pia, pia + "    encryption: per_user\n", 1),
+            encoding="utf-8",
+        )
         _cli(stack, "password", PIA, stdin=f"{FIRST}\n{FIRST}\n")
         stack.reload_site()
         subject, body = token("per-user subject"), f"per-user body {token('marker')}"
-        stack.deliver(make_message("someone@sender-itest.test", PIA, subject, body=body))
-        wait_until(
-            f"the message in {PIA}'s INBOX (doveadm mailbox status, which needs no key)",
-            lambda: (
-                "messages=1"
-                in stack.exec(
-                    "dovecot", "doveadm", "mailbox", "status", "-u", PIA, "messages", "INBOX"
-                ).stdout
-            ),
-            timeout=30,
-        )
-        yield PerUser(key_file, subject, body)
+        _deliver(stack, PIA, subject, body, 2)
+        yield PerUser(key_file, subject, body, old_subject)
     finally:
         stack.site_path.write_text(original, encoding="utf-8")
         stack.reload_site()
@@ -155,6 +171,10 @@ def test_root_without_the_password_cannot_read_per_user_mail_and_the_user_can(
     raw = _read_body(stack, PIA, FIRST, per_user.subject)
     assert raw is not None
     assert per_user.body in parse(raw).get_content()
+    # What the site key wrote before the switch still reads in her sessions.
+    old = _read_body(stack, PIA, FIRST, per_user.old_subject)
+    assert old is not None
+    assert "delivered under the site key" in parse(old).get_content()
 
 
 def test_after_a_password_change_old_mail_reads_with_the_new_password_only(
@@ -184,3 +204,13 @@ def test_recover_with_the_recovery_key_sets_a_password_that_reads_old_mail(
     raw = _read_body(stack, PIA, THIRD, per_user.subject)
     assert raw is not None
     assert per_user.body in parse(raw).get_content()
+
+
+def test_a_mailbox_with_encryption_none_stores_plain(stack: Stack, per_user: PerUser) -> None:
+    subject = token("plain subject")
+    stack.deliver(make_message("someone@sender-itest.test", NILS, subject))
+    wait_until(
+        f"a file of {NILS} holding its subject in plain",
+        lambda: any("/nils/" in hit for hit in _volume_hits(stack, subject)),
+        timeout=30,
+    )

@@ -205,3 +205,15 @@ def test_audit_fails_plain_files_only_of_mailboxes_that_encrypt(site_file: Path)
     assert item.status == "fail"
     assert "crypt.example/ben: 4" in item.detail
     assert "log" not in item.detail
+
+
+def test_a_mailbox_added_back_with_a_new_hash_keeps_its_old_key_and_says_so(
+    site_file: Path, tmp_path: Path
+) -> None:
+    state = State(tmp_path / "state")
+    _made(site_file, state)
+    write_hash(site_file, "anna@crypt.example", hash_password("neues"))  # as if removed and added back
+    with pytest.raises(UserError, match="key from before, wrapped for another password"):
+        change_password(load_site(site_file), site_file, state, "anna@crypt.example", "neues", "x")
+    change_password(load_site(site_file), site_file, state, "anna@crypt.example", PASSWORD, "x")
+    state.ensure(load_site(site_file))
