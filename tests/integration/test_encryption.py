@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from mailstack import engine
-from mailstack.cli import app
 from mailstack.passwords import hash_password
 from mailstack.state.mailcrypt import new_recovery_identity
 from tests.integration.stack import (
@@ -131,7 +129,7 @@ def per_user(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stack.site_path.read_text(encoding="utf-8").replace(pia, pia + "    encryption: per_user\n", 1),
             encoding="utf-8",
         )
-        _cli(stack, "password", PIA, stdin=f"{FIRST}\n{FIRST}\n")
+        stack.cli("password", PIA, stdin=f"{FIRST}\n{FIRST}\n")
         stack.reload_site()
         subject, body = token("per-user subject"), f"per-user body {token('marker')}"
         _deliver(stack, PIA, subject, body, 2)
@@ -140,24 +138,6 @@ def per_user(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         stack.site_path.write_text(original, encoding="utf-8")
         stack.reload_site()
         engine.up(stack.project, timeout=180, say=lambda _: None)
-
-
-def _cli(stack: Stack, *args: str, stdin: str, code: int = 0) -> str:
-    result = CliRunner().invoke(
-        app,
-        [
-            args[0],
-            str(stack.site_path),
-            *args[1:],
-            "--output",
-            str(stack.out_dir),
-            "--state",
-            str(stack.state_dir),
-        ],
-        input=stdin,
-    )
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 def test_root_without_the_password_cannot_read_per_user_mail_and_the_user_can(
@@ -180,8 +160,8 @@ def test_root_without_the_password_cannot_read_per_user_mail_and_the_user_can(
 def test_after_a_password_change_old_mail_reads_with_the_new_password_only(
     stack: Stack, per_user: PerUser
 ) -> None:
-    _cli(stack, "password", PIA, stdin="not her password\nx\n", code=1)
-    _cli(stack, "password", PIA, stdin=f"{FIRST}\n{SECOND}\n")
+    stack.cli("password", PIA, stdin="not her password\nx\n", code=1)
+    stack.cli("password", PIA, stdin=f"{FIRST}\n{SECOND}\n")
     stack.reload_site()
     raw = _read_body(stack, PIA, SECOND, per_user.subject)
     assert raw is not None
@@ -195,11 +175,11 @@ def test_recover_with_the_recovery_key_sets_a_password_that_reads_old_mail(
     wrong = tmp_path / "wrong.key"
     wrong.write_text(new_recovery_identity()[0] + "\n", encoding="utf-8")
     before = stack.site_path.read_bytes()
-    output = _cli(stack, "recover", PIA, "--recovery-key", str(wrong), stdin=f"{THIRD}\n", code=1)
+    output = stack.cli("recover", PIA, "--recovery-key", str(wrong), stdin=f"{THIRD}\n", code=1)
     assert "does not open" in output
     assert output.count("\n") == 1, output  # one clear line
     assert stack.site_path.read_bytes() == before
-    _cli(stack, "recover", PIA, "--recovery-key", str(per_user.identity), stdin=f"{THIRD}\n")
+    stack.cli("recover", PIA, "--recovery-key", str(per_user.identity), stdin=f"{THIRD}\n")
     stack.reload_site()
     raw = _read_body(stack, PIA, THIRD, per_user.subject)
     assert raw is not None

@@ -8,14 +8,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives import serialization
+from passlib.hash import bcrypt, sha256_crypt, sha512_crypt
 
 from mailstack.audit.at_rest import judge
 from mailstack.check.at_rest import disk_result, modes_result
 from mailstack.check.inside import Ran
 from mailstack.errors import SiteValidationError, UserError
 from mailstack.mailbox_password import change_password, recover_password, write_hash
-from mailstack.passwords import hash_password
+from mailstack.passwords import hash_password, verify_password
 from mailstack.render.dovecot import dovecot_user_lines, shared_user_lines
 from mailstack.render.mailcrypt import mailcrypt_fields, mailcrypt_settings
 from mailstack.site.loader import load_site, parse_site
@@ -217,3 +219,18 @@ def test_a_mailbox_added_back_with_a_new_hash_keeps_its_old_key_and_says_so(
         change_password(load_site(site_file), site_file, state, "anna@crypt.example", "neues", "x")
     change_password(load_site(site_file), site_file, state, "anna@crypt.example", PASSWORD, "x")
     state.ensure(load_site(site_file))
+
+
+@pytest.mark.parametrize(
+    "hashed",
+    [
+        "{SHA256-CRYPT}" + sha256_crypt.using(rounds=5000).hash(PASSWORD),
+        "{BLF-CRYPT}" + bcrypt.hash(PASSWORD).replace("$2b$", "$2y$"),  # Dovecot writes $2y$
+        "{ARGON2I}" + PasswordHasher(type=Type.I).hash(PASSWORD),
+        "{SHA512-CRYPT}" + sha512_crypt.using(rounds=5000).hash(PASSWORD),
+        HASH,
+    ],
+)
+def test_password_checks_the_old_password_against_every_accepted_scheme(hashed: str) -> None:
+    assert verify_password(PASSWORD, hashed)
+    assert not verify_password("wrong", hashed)
