@@ -21,6 +21,7 @@ from tests.integration.stack import (
     imap_auth,
     make_message,
     parse,
+    smtp_auth,
     token,
     wait_until,
 )
@@ -155,6 +156,22 @@ def test_root_without_the_password_cannot_read_per_user_mail_and_the_user_can(
     old = _read_body(stack, PIA, FIRST, per_user.old_subject)
     assert old is not None
     assert "delivered under the site key" in parse(old).get_content()
+
+
+def test_a_per_user_mailbox_authenticates_for_submission_through_the_same_passdbs(
+    stack: Stack, per_user: PerUser
+) -> None:
+    """Postfix's SMTP AUTH asks Dovecot's auth service, which goes on to the key passdb."""
+    for password, expected in ((FIRST, 235), (FIRST + "x", 535)):
+        smtp = stack.smtp("submission")
+        try:
+            smtp.ehlo()
+            smtp.starttls(context=stack.tls_context())
+            smtp.ehlo()
+            code, reply = smtp_auth(smtp, PIA, password)
+            assert code == expected, reply
+        finally:
+            smtp.close()
 
 
 def test_after_a_password_change_old_mail_reads_with_the_new_password_only(
