@@ -173,7 +173,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         sender_logins=sender_login_lines(site),
         sender_owners=sender_owners(site),
         dovecot_users=dovecot_user_lines(site, state.probe_hash, mailcrypt_fields(site, state)),
-        mailcrypt=mailcrypt_settings(site),
+        mailcrypt=mailcrypt_settings(),
         shared_users=shared_user_lines(site),
         acl_rights=acl_rights_lines(site),
         sharing=sharing_settings(site),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mailstack.services import STATE_MOUNT
 from mailstack.services.paths import MAILCRYPT_PASSDB_DIR
-from mailstack.site.encryption import mode_of, per_user_addresses
+from mailstack.site.encryption import mode_of
 from mailstack.site.models import Site
 from mailstack.state.mailcrypt import SITE_KEY, SITE_PUB, USER_SLOT
 from mailstack.state.view import StateView
@@ -18,17 +18,17 @@ class MailCryptSettings:
     site_pub: str
     site_key: str
     user_slot: str  # the private key slot a per_user login fills from the passdb
-    passdb: str  # one file per domain; "" when no mailbox is per_user: no second passdb
+    passdb: str  # one file per domain (mailstack.state.mailcrypt)
 
 
-def mailcrypt_settings(site: Site) -> MailCryptSettings:
+def mailcrypt_settings() -> MailCryptSettings:
     return MailCryptSettings(
         site_pub=f"{STATE_MOUNT}/{SITE_PUB}",
         site_key=f"{STATE_MOUNT}/{SITE_KEY}",
         user_slot=USER_SLOT,
         # A path with a variable: only the auth worker (root) opens it, at lookup; the auth
         # process (dovecot) would open a fixed path at start and fail on the root-only file.
-        passdb=f"{MAILCRYPT_PASSDB_DIR}/%{{user | domain}}" if per_user_addresses(site) else "",
+        passdb=f"{MAILCRYPT_PASSDB_DIR}/%{{user | domain}}",
     )
 
 

@@ -21,7 +21,6 @@ from mailstack.services.paths import (
     REDIS_SECRETS,
     RSPAMD_SECRETS,
 )
-from mailstack.site.encryption import per_user_addresses
 from mailstack.site.models import Site
 
 
@@ -111,10 +110,9 @@ DOVECOT = Service(
             MAILCRYPT_PASSDB_DIR,
             read_only=True,
             why=(
-                "The per_user mailboxes' wrapped keys (root's): a folder, so that a password",
+                "The wrapped keys of per_user mailboxes (root's): a folder, so that a password",
                 "change (written in place, or renamed by a deploy) is seen without a restart.",
             ),
-            when=lambda site: bool(per_user_addresses(site)),
         ),
     ),
     tmpfs=(

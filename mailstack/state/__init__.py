@@ -101,8 +101,8 @@ class State(StateFiles):
         tlsa = self._tlsa(site)
         probe_hash = self._probe_hash()
         ensure_site_key(self)
-        hashes = {m.address: (f"mailboxes[{i}]", m.password_hash) for i, m in enumerate(site.mailboxes)}
-        user_keys = mailcrypt.user_keys(self, site.domain_names, per_user_addresses(site), hashes)
+        logins = {m.address: (f"mailboxes[{i}]", m.password_hash) for i, m in enumerate(site.mailboxes)}
+        user_keys = mailcrypt.user_keys(self, site.domain_names, per_user_addresses(site), logins)
         if self.write:
             self.tighten_modes()
         return StateView(

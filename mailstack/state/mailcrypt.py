@@ -55,31 +55,36 @@ def ensure_site_key(files: StateFiles) -> None:
 
 
 def user_keys(
-    files: StateFiles, domains: tuple[str, ...], addresses: list[str], hashes: dict[str, tuple[str, str]]
+    files: StateFiles, domains: tuple[str, ...], per_user: list[str], logins: dict[str, tuple[str, str]]
 ) -> tuple[UserKey, ...]:
-    """The per_user mailboxes' public keys, after checking that each has its key and that the
-    site file's hash is the one the key is wrapped for; and the passdb that hands them out.
-    ``hashes``: address → (its field path in the site file, its password_hash)."""
-    if not addresses:
-        return ()  # no passdb mounted: nothing to write
+    """The per_user mailboxes' public keys, and each domain's passdb file (see the layout).
+
+    ``logins``: every login mailbox → (its field path in the site file, its password_hash).
+    A per_user mailbox must have its key. Any mailbox with a key (per_user now, or before:
+    its older mail stays under that key) gets it at login, so its password_hash must be the
+    one the key is wrapped for. Every domain gets its file, empty without such mailboxes:
+    Dovecot's second passdb reads it at every login.
+    """
     keys = []
     lines: dict[str, list[str]] = {domain: [] for domain in domains}
-    for address in addresses:
+    for address, (loc, hashed) in logins.items():
         folder = _folder(address)
-        loc, hashed = hashes[address]
         if not files.exists(f"{folder}/key.pem"):
-            raise UserError(
-                f"{loc}.encryption: mailbox {address} is per_user encrypted but has no key "
-                f"yet: its key is made with its password, by `mailstack password SITE {address}`"
-            )
+            if address in per_user:
+                raise UserError(
+                    f"{loc}.encryption: mailbox {address} is per_user encrypted but has no key "
+                    f"yet: its key is made with its password, by `mailstack password SITE {address}`"
+                )
+            continue
         if files.read(f"{folder}/hash").decode().strip() != hashed:
             raise UserError(
-                f"{loc}.password_hash: mailbox {address}'s hash differs from the one its encryption key is "
-                "wrapped for (edited by hand?); change a per_user mailbox's password with "
-                f"`mailstack password SITE {address}`, or without the old one with `mailstack "
-                f"recover SITE {address} --recovery-key FILE`"
+                f"{loc}.password_hash: mailbox {address}'s hash differs from the one its "
+                "encryption key is wrapped for (edited by hand?); change the password of a "
+                f"mailbox with a key with `mailstack password SITE {address}`, or without the "
+                f"old one with `mailstack recover SITE {address} --recovery-key FILE`"
             )
-        keys.append(UserKey(address, _b64(files.read(f"{folder}/pub.pem"))))
+        if address in per_user:
+            keys.append(UserKey(address, _b64(files.read(f"{folder}/pub.pem"))))
         wrapped = _b64(files.read(f"{folder}/key.pem"))
         slot = f"userdb_crypt_global_private_key/{USER_SLOT}"
         lines[address.rpartition("@")[2]].append(
@@ -89,8 +94,10 @@ def user_keys(
     for domain, domain_lines in lines.items():
         passdb = "".join(domain_lines).encode()
         relpath = f"{PASSDB}/{domain}"
-        if not files.exists(relpath) or files.read(relpath) != passdb:
-            # In place: compose binds the file by inode, and Dovecot rereads a changed passwd-file.
+        if not files.exists(relpath):
+            files.create(relpath, lambda passdb=passdb: passdb)  # type: ignore[misc]
+        elif files.read(relpath) != passdb:
+            # In place: Dovecot rereads a changed passwd-file at the next login.
             files.replace(relpath, passdb)
     return tuple(keys)
 

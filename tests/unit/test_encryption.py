@@ -166,7 +166,7 @@ def test_dovecot_gets_public_keys_in_the_userdb_and_wrapped_keys_only_from_the_s
     passdb = (tmp_path / "state/mailcrypt/passdb/crypt.example").read_text()
     assert passdb.startswith("anna@crypt.example:::::::noauthenticate ")
     assert "crypt_private_key_password=%{password|sha256}" in passdb  # no space: passwd-file splits on it
-    assert mailcrypt_settings(site).passdb == "/run/mailstack/mailcrypt-passdb/%{user | domain}"
+    assert mailcrypt_settings().passdb == "/run/mailstack/mailcrypt-passdb/%{user | domain}"
 
 
 def _dovecot_secret(password: str) -> bytes:
@@ -234,3 +234,23 @@ def test_a_mailbox_added_back_with_a_new_hash_keeps_its_old_key_and_says_so(
 def test_password_checks_the_old_password_against_every_accepted_scheme(hashed: str) -> None:
     assert verify_password(PASSWORD, hashed)
     assert not verify_password("wrong", hashed)
+
+
+def test_a_mailbox_switched_back_to_the_site_key_still_gets_its_key_for_older_mail(
+    site_file: Path, tmp_path: Path
+) -> None:
+    state = State(tmp_path / "state")
+    _made(site_file, state)
+    site_file.write_text(site_file.read_text().replace("    encryption: per_user\n", ""), encoding="utf-8")
+    site = load_site(site_file)
+    view = state.ensure(site)
+    assert view.user_keys == ()  # new mail goes to the site key
+    assert (
+        "userdb_crypt_global_public_key_file"
+        not in dovecot_user_lines(site, "{X}p", mailcrypt_fields(site, view))[0]
+    )
+    passdb = (tmp_path / "state/mailcrypt/passdb/crypt.example").read_text()
+    assert passdb.startswith("anna@crypt.example:::::::noauthenticate ")  # what it wrote before still reads
+    write_hash(site_file, "anna@crypt.example", hash_password("by hand"))
+    with pytest.raises(UserError, match=r"mailboxes\[0\]\.password_hash"):
+        state.ensure(load_site(site_file))

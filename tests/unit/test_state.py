@@ -37,6 +37,7 @@ FIXED_FILES = {
     "probe/password_hash",
     "mailcrypt/site.key",
     "mailcrypt/site.pub",
+    "mailcrypt/passdb/example.test",
 }
 
 
@@ -106,7 +107,7 @@ def test_a_new_domain_adds_its_keys_and_keeps_every_key_there_was(state_dir: Pat
     state = State(state_dir)
     view = state.ensure(demo_site(more_domains="  - name: example.net\n"))
     after = snapshot(state_dir)
-    added = {k.relpath for k in view.dkim if k.domain == "example.net"}
+    added = {k.relpath for k in view.dkim if k.domain == "example.net"} | {"mailcrypt/passdb/example.net"}
     assert {p for p in after if p not in before} == added
     assert sorted(state.changes.reissued) == [f"tls/{HOST}/ecdsa.crt", f"tls/{HOST}/rsa.crt"]
     # Certificates grow by the new names (for the same key); nothing else is rewritten.
@@ -192,8 +193,9 @@ def test_a_dry_run_on_a_state_lists_what_it_would_add_and_writes_nothing(state_d
     (state_dir / "secrets" / "redis").chmod(0o644)
     state = State(state_dir, write=False)
     view = state.ensure(demo_site(more_domains="  - name: example.net\n"))
-    assert sorted(state.changes.created) == sorted(k.relpath for k in view.dkim if k.domain == "example.net")
-    assert len(state.changes.created) == 2
+    new_keys = [k.relpath for k in view.dkim if k.domain == "example.net"]
+    assert sorted(state.changes.created) == sorted([*new_keys, "mailcrypt/passdb/example.net"])
+    assert len(new_keys) == 2
     assert sorted(state.changes.reissued) == [f"tls/{HOST}/ecdsa.crt", f"tls/{HOST}/rsa.crt"]
     assert snapshot(state_dir) == before
     assert not (state_dir / "dkim" / "example.net").exists()
