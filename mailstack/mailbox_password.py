@@ -18,6 +18,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from mailstack.errors import UserError
 from mailstack.passwords import hash_password, verify_password
 from mailstack.site.encryption import mode_of
+from mailstack.site.fields import parse_address
 from mailstack.site.models import Mailbox, Site
 from mailstack.state import State, mailcrypt
 from mailstack.state.version import check_format
@@ -25,7 +26,8 @@ from mailstack.state.version import check_format
 
 def change_password(site: Site, site_path: Path, state: State, address: str, old: str, new: str) -> str:
     """Check ``old``, then give ``address`` the password ``new``. Returns what was done."""
-    hashed = _login(site, address).password_hash
+    mailbox = login_mailbox(site, address)
+    address, hashed = mailbox.address, mailbox.password_hash
     check_format(state, site.site)  # a new site's first key may come before its first `up`
     mode = mode_of(site, address)
     if mode == "per_user" and mailcrypt.has_user_key(state, address):
@@ -58,7 +60,7 @@ def change_password(site: Site, site_path: Path, state: State, address: str, old
 
 def recover_password(site: Site, site_path: Path, state: State, address: str, identity: str, new: str) -> str:
     """Give a per_user mailbox the password ``new`` without the old one, with the recovery key."""
-    _login(site, address)
+    address = login_mailbox(site, address).address
     check_format(state, site.site)
     if mode_of(site, address) != "per_user" or not mailcrypt.has_user_key(state, address):
         raise UserError(
@@ -82,7 +84,7 @@ def write_hash(site_path: Path, address: str, new_hash: str) -> None:
     yaml.indent(mapping=sequence_offset or 2, sequence=indent, offset=sequence_offset)
     data = yaml.load(text)
     for entry in data.get("mailboxes") or ():
-        if str(entry.get("address", "")).lower() == address.lower():
+        if _same_address(entry.get("address"), address):
             old = entry.get("password_hash")
             # Quoted as the old hash was ({ begins a flow mapping: never plain).
             style = (
@@ -105,9 +107,13 @@ def write_hash(site_path: Path, address: str, new_hash: str) -> None:
         raise
 
 
-def _login(site: Site, address: str) -> Mailbox:
+def login_mailbox(site: Site, address: str) -> Mailbox:
+    try:
+        wanted = parse_address(address)  # as the site file's: lower case, IDN as A-labels
+    except ValueError as exc:
+        raise UserError(f"{address!r} is not an address: {exc}") from None
     for mailbox in site.mailboxes:
-        if mailbox.address == address.lower():
+        if mailbox.address == wanted:
             return mailbox
     raise UserError(f"{address} is not a mailbox of site {site.site} (shared mailboxes have no password)")
 
@@ -125,3 +131,10 @@ def _recipient(site: Site) -> str:
     if site.encryption.recovery is None:  # validation requires it with per_user mailboxes
         raise UserError("encryption.recovery is not set")
     return site.encryption.recovery
+
+
+def _same_address(written: object, address: str) -> bool:
+    try:
+        return parse_address(written) == parse_address(address)
+    except ValueError:
+        return False

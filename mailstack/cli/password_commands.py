@@ -16,7 +16,7 @@ from mailstack.cli.options import OutDir, SitePath, StateDir, VaultFile, project
 from mailstack.deploy import DeployOptions
 from mailstack.deploy import deploy as run_deploy
 from mailstack.errors import UserError
-from mailstack.mailbox_password import change_password, recover_password
+from mailstack.mailbox_password import change_password, login_mailbox, recover_password
 from mailstack.state import State
 from mailstack.state.mailcrypt import new_recovery_identity
 from mailstack.vault import Vault, open_vault
@@ -51,6 +51,7 @@ def password(
     mailbox's key; then a running local stack and the site's hosts (`deploy --tags stack`)
     take it."""
     p = project(site, output, state)
+    login_mailbox(p.site, address)  # before asking for anything
     old = _read("Old password: ")
     new = _read_new()
     vault = open_vault(vault_password_file)
@@ -72,6 +73,7 @@ def recover(
     """Set a per_user mailbox's new password without the old one, with the recovery key
     (whose recipient is encryption.recovery): its mail stays readable. Applied like `password`."""
     p = project(site, output, state)
+    login_mailbox(p.site, address)
     identity = recovery_key.read_text(encoding="utf-8")
     new = _read_new()
     vault = open_vault(vault_password_file)

@@ -254,3 +254,11 @@ def test_a_mailbox_switched_back_to_the_site_key_still_gets_its_key_for_older_ma
     write_hash(site_file, "anna@crypt.example", hash_password("by hand"))
     with pytest.raises(UserError, match=r"mailboxes\[0\]\.password_hash"):
         state.ensure(load_site(site_file))
+
+
+def test_password_takes_the_address_as_a_person_types_it(site_file: Path, tmp_path: Path) -> None:
+    state = State(tmp_path / "state")
+    change_password(load_site(site_file), site_file, state, "Ben@CRYPT.example", PASSWORD, "neu")
+    assert verify_password("neu", load_site(site_file).mailboxes[1].password_hash)
+    with pytest.raises(UserError, match="is not a mailbox"):
+        change_password(load_site(site_file), site_file, state, "office@crypt.example", PASSWORD, "x")
