@@ -19,6 +19,8 @@ SecretKind = Literal[
     "acme_ca_bundle",
     "outbound_ca_bundle",
     "postgres",
+    "restic",
+    "backup_credentials",
 ]
 
 
@@ -51,7 +53,7 @@ class Mount:
     @property
     def volume(self) -> str | None:
         """The named volume it mounts, if any."""
-        return None if "/" in self.source else self.source
+        return None if "/" in self.source or self.source.startswith("{") else self.source
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,10 @@ POSTGRES_CONFIG_DIR = "/etc/mailstack-postgres"
 POSTGRES_DATA = "/var/lib/postgresql/data"
 POSTGRES_PORT = 5432
 MEMCACHED_PORT = 11211
+# backup: the settings (config/backup), the volumes it reads (read-only) under /data, its own
+# volume (the last run's result, restic's cache) and where a host-path repository is mounted.
+BACKUP_CONFIG_DIR = "/etc/mailstack-backup"
+BACKUP_DATA = "/data"
+BACKUP_HOME = "/var/lib/mailstack-backup"
+BACKUP_STATUS = f"{BACKUP_HOME}/status.json"
+BACKUP_REPOSITORY = "/repository"

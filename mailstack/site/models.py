@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, model_v
 from pydantic_core import PydanticCustomError
 
 from mailstack.site.abuse import Abuse
+from mailstack.site.backup import Backup
 from mailstack.site.base import Model
 from mailstack.site.dav_sharing import SharedFolder, dav_sharing_rules
 from mailstack.site.fields import (
@@ -247,6 +248,7 @@ class Site(Model):
     mta_sts: MtaSts = Field(default_factory=MtaSts)
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
+    backup: Backup | None = Field(default=None, description="Encrypted backups with restic [default: none].")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
