@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import render, services
-from mailstack.engine import EngineError, Project, check_engine, service_states, up
+from mailstack.engine import EngineError, Project, check_engine, json_lines, up
 from mailstack.errors import UserError
 from mailstack.images import ensure_images, image_tag
 from mailstack.remote import HostPaths, Shell
@@ -142,12 +142,15 @@ class Target:
         if self.host is None:
             where = ["--file", str(self.project.compose_file)]
         else:
-            where = ["--file", str(HostPaths(self.project.site.site).compose_file)]
+            # The directory, not the file: it also holds the role's compose.override.yaml.
+            where = ["--project-directory", str(HostPaths(self.project.site.site).live)]
         return ["docker", "compose", "--project-name", self.project.name, *where, *args]
 
     def argv(self, *args: str) -> list[str]:
-        """The whole command line: locally as it is, for a host through ssh (and sudo)."""
-        command = self.compose_argv(*args)
+        """A compose command line: locally as it is, for a host through ssh (and sudo)."""
+        return self.anywhere(self.compose_argv(*args))
+
+    def anywhere(self, command: list[str]) -> list[str]:
         if self.host is None:
             return command
         shell = Shell(self.host, self.site_dir)
@@ -157,12 +160,27 @@ class Target:
     def run(
         self, *args: str, timeout: float = 300, stdin: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
+        """A compose command, here or on the host."""
+        return self.docker(self.compose_argv(*args), timeout=timeout, stdin=stdin)
+
+    def docker(
+        self, command: list[str], *, timeout: float = 300, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         try:
             return subprocess.run(
-                self.argv(*args), capture_output=True, check=False, timeout=timeout, input=stdin
+                self.anywhere(command), capture_output=True, check=False, timeout=timeout, input=stdin
             )
         except subprocess.TimeoutExpired:
-            raise BackupError(f"`{' '.join(args[:4])}` gave no answer within {timeout:.0f} s") from None
+            raise BackupError(f"`{' '.join(command[:5])}` gave no answer within {timeout:.0f} s") from None
+
+    def states(self) -> dict[str, str]:
+        """Service → running, exited, healthy, … of the project's containers."""
+        ps = self.run("ps", "--all", "--format", "json", timeout=60)
+        states = {}
+        for entry in json_lines(ps.stdout.decode() if ps.returncode == 0 else ""):
+            state, health = entry.get("State", ""), entry.get("Health", "")
+            states[entry["Service"]] = health if state == "running" and health else state
+        return states
 
     def where(self) -> str:
         return "here" if self.host is None else f"on {self.host.name}"
@@ -278,38 +296,31 @@ def check_repository(target: Target, site_file: Path, *, quick: bool, say: Say) 
 
 # -- restore ------------------------------------------------------------------------------
 def restore(
-    project: Project, site_file: Path, snapshot: str | None, *, timeout: float, say: Say
+    target: Target, site_file: Path, snapshot: str | None, *, timeout: float, say: Say
 ) -> RestoreResult:
-    """Restore a backup into the site's fresh stack (after `down --volumes`), then `up` it."""
+    """Restore a backup into the site's fresh stack (after `down --volumes`), here or on a
+    deployed host, then start it."""
     started = time.monotonic()
-    site = project.site
+    project, site = target.project, target.project.site
     _needs_backup(site, site_file)
-    check_engine()
-    ensure_images(say=say, only=services.images(site))
-    _refuse_live_volumes(project)
-    render.plan(site, project.out_dir, project.state_dir).write()
-    target = Target(project)
+    if target.host is None:
+        check_engine()
+        ensure_images(say=say, only=services.images(site))
+    _refuse_live_volumes(target)
+    if target.host is None:
+        render.plan(site, project.out_dir, project.state_dir).write()
     run = choose_run(list_runs(target, site_file), site, snapshot)
-    say(f"restoring backup {run.id} of {run.time} UTC (run {run.run})")
+    say(f"restoring backup {run.id} of {run.time} UTC (run {run.run}) {target.where()}")
     result = RestoreResult(run)
     caps = [f"--cap-add={cap}" for cap in RESTORE_CAPS]
     mounts = [f"--volume={v}:/restore/{v}" for v in RESTORED_VOLUMES]
     files = target.run(
-        "run",
-        "--rm",
-        "--no-deps",
-        "-T",
-        *caps,
-        *mounts,
-        "backup",
-        "restore-files",
-        run.parts["files"],
+        *("run", "--rm", "--no-deps", "-T", *caps, *mounts, "backup", "restore-files", run.parts["files"]),
         timeout=RUN_TIMEOUT,
     )
     if files.returncode != 0:
-        raise _fail(
-            "restoring the mail and rspamd volumes", files.returncode, files.stderr.decode(errors="replace")
-        )
+        stderr = files.stderr.decode(errors="replace")
+        raise _fail("restoring the mail and rspamd volumes", files.returncode, stderr)
     result.restored += ["mail", "rspamd"]
     _restore_redis(target, run.parts["redis"])
     result.restored.append("redis")
@@ -317,7 +328,15 @@ def restore(
         _restore_groupware(target, run.parts["groupware"], say)
         result.restored.append("groupware")
     say("starting the restored stack")
-    up(project, timeout=timeout, say=say)
+    if target.host is None:
+        up(project, timeout=timeout, say=say)
+    else:
+        wait = ("--wait", "--wait-timeout", str(int(timeout)))
+        started_up = target.run(
+            "up", "--detach", "--no-build", "--pull", "never", *wait, timeout=timeout + 60
+        )
+        if started_up.returncode != 0:
+            raise _fail("starting the restored stack", started_up.returncode, started_up.stderr.decode())
     result.seconds = time.monotonic() - started
     return result
 
@@ -336,36 +355,38 @@ def choose_run(runs: list[Run], site: Site, snapshot: str | None) -> Run:
     raise BackupError(f"no backup {snapshot} in the repository; `mailstack backup list SITE` shows them")
 
 
-def _refuse_live_volumes(project: Project) -> None:
+def _refuse_live_volumes(target: Target) -> None:
     """Restore writes into fresh volumes only: never over mail that is there. (Empty ones are
     fresh: `compose run` of the backup service, as `backup list` does, makes them.)"""
-    running = [
-        s for s, state in service_states(project).items() if state not in ("exited", "dead", "created")
-    ]
+    project = target.project
+    down = (
+        "`mailstack down SITE --volumes`"
+        if target.host is None
+        else (f"`docker compose --project-name {project.name} down --volumes` on {target.host.name}")
+    )
+    running = [s for s, state in target.states().items() if state not in ("exited", "dead", "created")]
     if running:
         raise BackupError(
-            f"{project.name} is running ({', '.join(sorted(running))}); a restore replaces its mail: "
-            "`mailstack down SITE --volumes` first (that deletes the mail there now)"
+            f"{project.name} is running {target.where()} ({', '.join(sorted(running))}); a restore "
+            f"replaces its mail: {down} first (that deletes the mail there now)"
         )
     volumes = (*RESTORED_VOLUMES, "redis", *(("postgres",) if project.site.groupware.enabled else ()))
     for volume in volumes:
         name = f"{project.name}_{volume}"
-        if _volume_holds_files(name):
+        if _volume_holds_files(target, name):
             raise BackupError(
-                f"volume {name} holds files; a restore writes into fresh volumes only: "
-                "`mailstack down SITE --volumes` first (that deletes the mail there now)"
+                f"volume {name} holds files {target.where()}; a restore writes into fresh volumes "
+                f"only: {down} first (that deletes the mail there now)"
             )
 
 
-def _volume_holds_files(name: str) -> bool:
-    if subprocess.run(["docker", "volume", "inspect", name], capture_output=True, check=False).returncode:
+def _volume_holds_files(target: Target, name: str) -> bool:
+    if target.docker(["docker", "volume", "inspect", name], timeout=60).returncode:
         return False
     look = ["docker", "run", "--rm", "--network=none", f"--volume={name}:/volume:ro", "--entrypoint=find"]
-    listed = subprocess.run(
+    listed = target.docker(
         [*look, image_tag("backup"), "/volume", "-mindepth", "1", "-maxdepth", "1", "-print", "-quit"],
-        capture_output=True,
-        text=True,
-        check=False,
+        timeout=120,
     )
     return listed.returncode != 0 or bool(listed.stdout.strip())
 
@@ -408,7 +429,7 @@ def _restore_groupware(target: Target, snapshot: str, say: Say) -> None:
     if started.returncode != 0:
         raise _fail("starting postgres", started.returncode, started.stderr.decode(errors="replace"))
     deadline = time.monotonic() + 180
-    while service_states(target.project).get("postgres") != "healthy":
+    while target.states().get("postgres") != "healthy":
         if time.monotonic() > deadline:
             raise BackupError(
                 "postgres did not become healthy within 180 s; see `mailstack logs SITE postgres`"

@@ -58,11 +58,9 @@ def restore(
 ) -> None:
     """Restore a backup into the site's fresh stack (after `down --volumes`) and start it."""
     p = project(site, output, state)
-    if host_name is not None:
-        host(p.site, host_name, site)
-        raise UserError("restore --host is not built yet: restore here, or on the host with mailstack there")
-    result = backups.restore(p, site, snapshot, timeout=timeout, say=out.print)
+    target = backups.Target(p, host(p.site, host_name, site), site_dir(site))
+    result = backups.restore(target, site, snapshot, timeout=timeout, say=out.print)
     out.print(
         f"restored backup {result.run.id} ({', '.join(result.restored)}) in {result.seconds:.0f} s; "
-        f"{p.name} is up"
+        f"{p.name} is up {target.where()}"
     )

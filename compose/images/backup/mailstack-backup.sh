@@ -9,6 +9,7 @@
 #   mailstack-backup restore-files ID       a files snapshot into the volumes mounted at /restore/…
 #   mailstack-backup dump ID PART           a streamed part's snapshot (redis, groupware) to stdout
 #   mailstack-backup restore-db ID          a groupware snapshot into the (fresh) postgres service
+#   mailstack-backup host-timer             wait: the host's systemd timer runs the schedule
 #   mailstack-backup health                 the healthcheck: the loop planned its next run
 #
 # Settings: /etc/mailstack-backup/settings.sh (rendered from the site file). Every run is a
@@ -241,6 +242,12 @@ case "${1:-loop}" in
         rc="$(cat "$work/rc")"
         [ "$rc" -ne 12 ] || die 12 "wrong password: the state's secrets/restic_password does not open the repository at $(where)"
         [ "$rc" -eq 0 ] || die 1 "restic dump of $id failed (exit $rc)"
+        ;;
+    host-timer)
+        # On servers (role mailstack_stack): the host's timer execs `run` in this container.
+        echo "host timer" >"$next_file"
+        log "the host's systemd timer runs the schedule ($SCHEDULE UTC)"
+        exec sleep infinity
         ;;
     loop)
         while :; do
