@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack import services
+from mailstack.audit import _backup_item
 from mailstack.backup import LastRun, Run, age_text, choose_run, group_runs, status_lines
 from mailstack.check.backup import backup_result
 from mailstack.cli import app
@@ -322,3 +324,27 @@ def test_backup_usage_is_one_line(tmp_path: Path) -> None:
 def test_run_ids_are_the_files_snapshot() -> None:
     assert Run("r", "t", {"redis": "a"}).id == ""
     assert not Run("r", "t", {"redis": "a"}).complete(site())
+
+
+class FakeShell:
+    """Answers `docker exec … mailstack-backup status` with a fixed note."""
+
+    def __init__(self, answer: str, returncode: int = 0) -> None:
+        self.answer, self.returncode = answer, returncode
+
+    def run(self, *argv: str, timeout: float = 0) -> subprocess.CompletedProcess[str]:  # noqa: ARG002 - Shell.run's
+        assert argv[-2:] == ("mailstack-backup", "status"), argv
+        return subprocess.CompletedProcess(list(argv), self.returncode, self.answer, "")
+
+
+def test_audit_reports_the_last_successful_backup_s_age() -> None:
+    recent = note(last_success=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    as_json = json.dumps(recent.__dict__)
+    item = _backup_item(FakeShell(as_json), {"Id": "abc"})  # type: ignore[arg-type]
+    assert (item.id, item.status) == ("backup.last_success", "pass")
+    assert "ago" in item.detail
+    old = json.dumps(note(last_success="2020-01-01T03:16:00Z").__dict__)
+    stale = _backup_item(FakeShell(old), {"Id": "abc"})  # type: ignore[arg-type]
+    assert stale.status == "fail"
+    assert _backup_item(FakeShell("{}"), {"Id": "abc"}).status == "fail"  # type: ignore[arg-type]
+    assert _backup_item(FakeShell(""), None).status == "fail"  # type: ignore[arg-type]
