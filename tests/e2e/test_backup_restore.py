@@ -45,8 +45,7 @@ done
 """
 HOME = "/var/vmail/bk.test/ann"
 PUT_SIEVE = (
-    f"mkdir -p {HOME}/sieve && cat >{HOME}/sieve/kept.sieve && "
-    f"ln -sf sieve/kept.sieve {HOME}/.dovecot.sieve"
+    f"mkdir -p {HOME}/sieve && cat >{HOME}/sieve/kept.sieve && ln -sf sieve/kept.sieve {HOME}/.dovecot.sieve"
 )
 FETCH = "doveadm fetch -u {user} 'mailbox uid flags text' all"
 
