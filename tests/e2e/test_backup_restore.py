@@ -113,15 +113,16 @@ def test_a_backup_made_here_restores_onto_the_server(
     site.discard_image_archives()
     assert site.on_server(f"systemctl is-enabled mailstack-backup-{site_id}.timer").strip() == "enabled"
     site.on_server(f"mkdir -p /srv/backup/{site_id}")
-    pack = subprocess.Popen(
+    # The repository as it is, copied (a path repository's backups move with its directory).
+    with subprocess.Popen(
         ["tar", "-C", str(local_dir / "repository"), "-cf", "-", "."], stdout=subprocess.PIPE
-    )
-    subprocess.run(
-        ["docker", "exec", "-i", server.name, "tar", "-C", f"/srv/backup/{site_id}", "-xf", "-"],
-        stdin=pack.stdout,
-        check=True,
-    )
-    assert pack.wait() == 0
+    ) as pack:
+        subprocess.run(
+            ["docker", "exec", "-i", server.name, "tar", "-C", f"/srv/backup/{site_id}", "-xf", "-"],
+            stdin=pack.stdout,
+            check=True,
+        )
+    assert pack.returncode == 0
     refused = run(
         [MAILSTACK, "restore", str(site.site_path), "--host", server.name],
         check=False,
