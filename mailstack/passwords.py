@@ -10,8 +10,8 @@ import secrets
 from typing import Literal
 
 from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError
-from passlib.hash import sha512_crypt
+from argon2.exceptions import InvalidHashError, VerificationError
+from passlib.hash import bcrypt, sha256_crypt, sha512_crypt
 
 Scheme = Literal["ARGON2ID", "SHA512-CRYPT"]
 SCHEMES: tuple[Scheme, ...] = ("ARGON2ID", "SHA512-CRYPT")
@@ -34,16 +34,20 @@ def hash_token(token: str) -> str:
 
 
 def verify_password(password: str, hashed: str) -> bool:
-    """Check ``password`` against a ``{SCHEME}`` hash made by :func:`hash_password`."""
+    """Check ``password`` against a ``{SCHEME}`` hash of any scheme a site file accepts."""
     scheme, _, digest = hashed.removeprefix("{").partition("}")
-    if scheme == "ARGON2ID":
+    if scheme in ("ARGON2ID", "ARGON2I"):  # the hash names its variant and parameters
         try:
             return PasswordHasher().verify(digest, password)
-        except VerificationError:
+        except (VerificationError, InvalidHashError):
             return False
-    if scheme == "SHA512-CRYPT":
-        return bool(sha512_crypt.verify(password, digest))
-    raise ValueError(f"cannot verify scheme {{{scheme}}}")
+    crypt = {"SHA512-CRYPT": sha512_crypt, "SHA256-CRYPT": sha256_crypt, "BLF-CRYPT": bcrypt}.get(scheme)
+    if crypt is None:
+        raise ValueError(f"cannot verify scheme {{{scheme}}}")
+    try:
+        return bool(crypt.verify(password, digest))
+    except ValueError:  # a malformed hash verifies nothing
+        return False
 
 
 def generate_password() -> str:

@@ -10,6 +10,10 @@ from mailstack.site.models import Site
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # What a service reads from the state (or the operator), each file a compose secret.
+# The state's folder of per_user passdb files (mailstack.state.mailcrypt), which the dovecot
+# service mounts whole.
+MAILCRYPT_PASSDB = "mailcrypt/passdb"
+
 SecretKind = Literal[
     "tls",
     "dkim",
@@ -21,6 +25,7 @@ SecretKind = Literal[
     "postgres",
     "restic",
     "backup_credentials",
+    "mailcrypt",
 ]
 
 

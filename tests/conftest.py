@@ -121,7 +121,10 @@ def fake_state(domains: tuple[str, ...], tls_mode: str = "selfsigned") -> StateV
         "postgres": "secrets/postgres",
         "restic_password": "secrets/restic_password",
     }
-    return StateView(dkim=dkim, tls_files=tls, secret_files=secret_files, tlsa=tlsa)
+    mailcrypt = {"site_key": "mailcrypt/site.key", "site_pub": "mailcrypt/site.pub"}
+    return StateView(
+        dkim=dkim, tls_files=tls, secret_files=secret_files, tlsa=tlsa, mailcrypt_files=mailcrypt
+    )
 
 
 def assert_generated_header(path: str, content: bytes) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import services
-from mailstack.audit import containers, host, smtp, tls
+from mailstack.audit import at_rest, containers, host, smtp, tls
 from mailstack.audit.containers import AuditError
 from mailstack.audit.report import Item, Report
 from mailstack.backup import SCRIPT, STALE_AFTER, LastRun, age_text
@@ -61,6 +61,7 @@ def run_audit(
         report.items += containers.container_items(shell, running, state_dir, site)
         if site.backup is not None:
             report.items.append(_backup_item(shell, running.get("backup")))
+        report.items.append(at_rest.at_rest_item(shell, running, site))
     if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
     if "smtp" in only:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailstack.check import certificate, inside, published, roundtrip, transport, web
+from mailstack.check import at_rest, certificate, inside, published, roundtrip, transport, web
 from mailstack.check.backup import backup_results
 from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
@@ -70,7 +70,9 @@ def run_check(
             if resolver is not None and tlsa and isinstance(served, dict):
                 report.results.append(published.dane_result(records, served, resolver))
         report.results += web.web_results(site, endpoints, context)
-        report.results += roundtrip.round_trip(site, endpoints, context, password, records)
+        report.results.append(at_rest.modes_result(site))
+        disk = at_rest.disk_checker(shell, project_name(site), site)
+        report.results += roundtrip.round_trip(site, endpoints, context, password, records, disk)
     if resolver is not None:
         report.results += published.dns_results(records, resolver)
     report.seconds = time.monotonic() - started

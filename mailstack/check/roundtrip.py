@@ -11,6 +11,7 @@ import secrets
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -43,7 +44,9 @@ def round_trip(
     context: ssl.SSLContext,
     password: str,
     records: tuple[Record, ...],
+    at_rest: Callable[[str], Result] | None = None,
 ) -> list[Result]:
+    """``at_rest``: looks at the probe message on the mail volume while it is there."""
     user = site.probe_address
     results: list[Result] = []
     subject = f"{SUBJECT_PREFIX} {secrets.token_hex(6)}"
@@ -53,6 +56,8 @@ def round_trip(
         raw, seconds = _fetch_imap(imaps, context, user, password, subject)
         results.append(passed("round trip", f"submitted, then found over IMAP after {seconds:.1f} s"))
         results += _dkim(raw, site, records)
+        if at_rest is not None:
+            results.append(at_rest(subject))
         if pop3 := endpoints.get("pop3s") or endpoints.get("pop3"):
             results.append(_pop3_sees(pop3, context, user, password, subject))
     except StepFailedError as step:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mailstack import __version__
-from mailstack.cli import backup_commands, host_commands, site_commands, stack_commands
+from mailstack.cli import backup_commands, host_commands, password_commands, site_commands, stack_commands
 
 app = typer.Typer(
     name="mailstack",
@@ -54,6 +54,9 @@ app.command()(site_commands.validate)
 app.command()(site_commands.render)
 app.command("dns")(site_commands.dns)
 app.command("hash-password")(site_commands.hash_password_command)
+app.command()(password_commands.password)
+app.command()(password_commands.recover)
+app.command("recovery-key")(password_commands.recovery_key)
 app.command()(stack_commands.up)
 app.command("check")(host_commands.check)
 app.command()(stack_commands.down)

@@ -258,6 +258,10 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
     by_kind["spamhaus_dqs"] = _dqs_secret(site, state, state_rel)
     by_kind["postgres"] = _postgres_secret(site, state, state_rel)
     by_kind["restic"], by_kind["backup_credentials"] = _backup_secrets(site, state, state_rel)
+    by_kind["mailcrypt"] = [
+        Secret(f"mailcrypt_{role}", f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")
+        for role, path in sorted(state.mailcrypt_files.items())
+    ]
     acme = site.tls.acme
     bundle = acme.ca_bundle if acme is not None else None
     by_kind["acme_ca_bundle"] = [Secret("acme_ca_bundle", bundle, ACME_CA_BUNDLE)] if bundle else []

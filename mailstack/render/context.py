@@ -36,6 +36,7 @@ from mailstack.render.dovecot import (
 from mailstack.render.groupware import GroupwareSettings, groupware_settings
 from mailstack.render.guard import AuthBanSettings, auth_ban_settings
 from mailstack.render.guard import fence_table as fence_table  # tests/integration import it from here
+from mailstack.render.mailcrypt import MailCryptSettings, mailcrypt_fields, mailcrypt_settings
 from mailstack.render.postfix import (
     POSTFIX_LMTP_CONCURRENCY,
     dnsbl_sites,
@@ -55,6 +56,7 @@ from mailstack.render.resolver import (
     front_network,
     resolver_settings,
 )
+from mailstack.render.retention import RetentionSettings, retention_settings
 from mailstack.render.rspamd import (
     REDIS_MAXMEMORY,
     DkimDomain,
@@ -103,10 +105,12 @@ class Context:
     sender_logins: list[str]
     sender_owners: dict[str, list[str]]  # address → logins that may use it (Rspamd's From rule)
     dovecot_users: list[str]
+    mailcrypt: MailCryptSettings
     shared_users: list[str]  # userdb only: the shared mailboxes, which have no login
     acl_rights: list[str]  # the rights on shared mailboxes, for acl/reconcile.sh
     sharing: SharingSettings
     junk: JunkSettings  # Sieve: spam into Junk, and learning from moves into and out of it
+    retention: RetentionSettings  # the site's autoexpunge per folder, POP3 deletion
     dkim: list[DkimSelector]
     dkim_domains: list[DkimDomain]
     tls: dict[str, str]  # role → path inside the containers
@@ -175,11 +179,13 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         local_aliases=local_alias_lines(site),
         sender_logins=sender_login_lines(site),
         sender_owners=sender_owners(site),
-        dovecot_users=dovecot_user_lines(site, state.probe_hash),
+        dovecot_users=dovecot_user_lines(site, state.probe_hash, mailcrypt_fields(site, state)),
+        mailcrypt=mailcrypt_settings(site),
         shared_users=shared_user_lines(site),
         acl_rights=acl_rights_lines(site),
         sharing=sharing_settings(site),
         junk=junk_settings(),
+        retention=retention_settings(site),
         dkim=dkim,
         dkim_domains=dkim_domains(dkim),
         tls=tls_paths(site, state),

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack import services
+from mailstack.render.mailcrypt import NO_ENCRYPTION
+from mailstack.render.retention import retention_userdb_fields
 from mailstack.site.models import Site
+from mailstack.site.retention import JUNK_FOLDER as JUNK_FOLDER  # tests import it from here
+from mailstack.site.retention import STANDARD_FOLDERS, TRASH_FOLDER
 from mailstack.site.sharing import Right, effective_rights
 
 # Dovecot delivers concurrently to one user at most this often (lmtp_user_concurrency_limit).
 DOVECOT_LMTP_USER_CONCURRENCY = 10
 PROBE_QUOTA = "10M"
 
-# Special-use folders of the inbox namespace (dovecot.conf) that the Sieve scripts name.
-JUNK_FOLDER = "Junk"
-TRASH_FOLDER = "Trash"
 # config/dovecot/sieve, mounted read-only with the rest of the configuration.
 SIEVE_DIR = "/etc/dovecot/sieve"
 # Where the sessions (as vmail) keep the compiled global scripts: the image's entrypoint
@@ -51,17 +52,21 @@ def junk_settings() -> JunkSettings:
     )
 
 
-def dovecot_user_lines(site: Site, probe_hash: str) -> list[str]:
+def dovecot_user_lines(site: Site, probe_hash: str, crypt: dict[str, str]) -> list[str]:
     """passwd-file lines: user:password:uid:gid:gecos:home:shell:extra fields.
 
     uid, gid and home come from mail_uid, mail_gid and mail_home in dovecot.conf. The quota
     needs the userdb_ prefix or Dovecot 2.4 ignores it silently; a size without a unit is
-    bytes. No quota means the global quota_storage_size (unlimited).
+    bytes. No quota means the global quota_storage_size (unlimited). ``crypt``: each
+    mailbox's mail_crypt fields (mailstack.render.mailcrypt). Retention that differs from
+    the site's follows (render/retention.py).
     """
     lines = []
     for m in site.mailboxes:
-        extra = f"userdb_quota_storage_size={m.quota}" if m.quota is not None else ""
-        lines.append(f"{m.address}:{m.password_hash}::::::{extra}")
+        extra = [f"userdb_quota_storage_size={m.quota}"] if m.quota is not None else []
+        extra += [crypt[m.address]] if m.address in crypt else []
+        extra += retention_userdb_fields(site, m.address, m.retention)
+        lines.append(f"{m.address}:{m.password_hash}::::::{' '.join(extra)}")
     # The probe mailbox holds at most a few probe messages, each deleted by the check that sent it.
     lines.append(f"{site.probe_address}:{probe_hash}::::::userdb_quota_storage_size={PROBE_QUOTA}")
     return lines
@@ -101,7 +106,7 @@ ACL_RECONCILE = ("sh", "/etc/dovecot/acl/reconcile.sh")
 # a tracked folder), then for every folder that exists. Folders made later from a phone are
 # tracked from the next `up`; SOGo's webmail enables QRESYNC itself.
 _NO_MODSEQ = str(2**63 - 1)
-MODSEQ_FOLDERS = ("INBOX", "Drafts", "Sent", JUNK_FOLDER, TRASH_FOLDER, "Archive")
+MODSEQ_FOLDERS = STANDARD_FOLDERS
 MODSEQ_TRACKING = (
     "sh",
     "-c",
@@ -145,11 +150,13 @@ def shared_user_lines(site: Site) -> list[str]:
     answers a non-root client only about users with its own uid ("client doesn't have
     lookup permissions for this user: userdb reply doesn't contain uid").
     """
-    return [
-        f"{s.address}::{MAIL_USER}:{MAIL_USER}::::"
-        + (f"userdb_quota_storage_size={s.quota}" if s.quota is not None else "")
-        for s in site.shared_mailboxes
-    ]
+    lines = []
+    for s in site.shared_mailboxes:
+        extra = [f"userdb_quota_storage_size={s.quota}"] if s.quota is not None else []
+        extra += [NO_ENCRYPTION] if s.encryption == "none" else []
+        extra += retention_userdb_fields(site, s.address)  # its domain's retention
+        lines.append(f"{s.address}::{MAIL_USER}:{MAIL_USER}::::{' '.join(extra)}")
+    return lines
 
 
 def acl_rights_lines(site: Site) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailstack.service_types import (
+    MAILCRYPT_PASSDB,
     CertificateReload,
     Config,
     Healthcheck,
@@ -13,7 +14,14 @@ from mailstack.service_types import (
     Service,
     Tmpfs,
 )
-from mailstack.services.paths import DMARC_REPORTS_DIR, DMARC_REPORTS_SCRIPT, REDIS_SECRETS, RSPAMD_SECRETS
+from mailstack.services.paths import (
+    DMARC_REPORTS_DIR,
+    DMARC_REPORTS_SCRIPT,
+    MAILCRYPT_PASSDB_DIR,
+    REDIS_SECRETS,
+    RSPAMD_SECRETS,
+)
+from mailstack.site.encryption import per_user_addresses
 from mailstack.site.models import Site
 
 
@@ -96,7 +104,19 @@ DOVECOT = Service(
         "quota_status": 12340,  # quota-status policy, for postfix's check_policy_service
     },
     config=Config("dovecot", "/etc/dovecot", check=("doveconf", "-n")),
-    volumes=(Mount("mail", "/var/vmail"),),
+    volumes=(
+        Mount("mail", "/var/vmail"),
+        Mount(
+            "{state}/" + MAILCRYPT_PASSDB,
+            MAILCRYPT_PASSDB_DIR,
+            read_only=True,
+            why=(
+                "The per_user mailboxes' wrapped keys (root's): a folder, so that a password",
+                "change (written in place, or renamed by a deploy) is seen without a restart.",
+            ),
+            when=lambda site: bool(per_user_addresses(site)),
+        ),
+    ),
     tmpfs=(
         Tmpfs(
             "/run:size=4m",
@@ -106,7 +126,8 @@ DOVECOT = Service(
         Tmpfs("/tmp:size=16m"),  # noqa: S108 - the container's own /tmp
     ),
     # rspamd_controller: the IMAPSieve learning program posts to Rspamd's controller.
-    reads=("tls", "rspamd_controller"),
+    # mailcrypt: the site's key pair and the per_user logins' wrapped keys.
+    reads=("tls", "rspamd_controller", "mailcrypt"),
     certificates=CertificateReload(
         "doveadm reload",
         "dovecot -F",

@@ -48,3 +48,5 @@ BACKUP_DATA = "/data"
 BACKUP_HOME = "/var/lib/mailstack-backup"
 BACKUP_STATUS = f"{BACKUP_HOME}/status.json"
 BACKUP_REPOSITORY = "/repository"
+# The per_user mailboxes' passdb files (state: mailcrypt/passdb/<domain>), inside dovecot.
+MAILCRYPT_PASSDB_DIR = "/run/mailstack/mailcrypt-passdb"

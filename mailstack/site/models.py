@@ -18,6 +18,7 @@ from mailstack.site.abuse import Abuse
 from mailstack.site.backup import Backup
 from mailstack.site.base import Model
 from mailstack.site.dav_sharing import SharedFolder, dav_sharing_rules
+from mailstack.site.encryption import Encryption, Mode, encryption_rules
 from mailstack.site.fields import (
     Address,
     Addresses,
@@ -36,6 +37,7 @@ from mailstack.site.limits import Limits
 from mailstack.site.records import Dmarc, Dns, MtaSts, Spf
 from mailstack.site.reports import Reports, report_rules
 from mailstack.site.resolver import default_internal_subnet, resolver_address
+from mailstack.site.retention import Retention, RetentionOverride
 from mailstack.site.sharing import Group, SharedMailbox, sharing_rules
 from mailstack.site.tls import ACME_MAX_NAMES, TLS
 
@@ -137,6 +139,9 @@ class DomainEntry(Model):
     )
     spf: Spf | None = Field(default=None, description="This domain's SPF record [default: dns.spf].")
     dmarc: Dmarc | None = Field(default=None, description="Overrides of dns.dmarc for this domain.")
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of the site's retention for this domain's mailboxes."
+    )
 
 
 class Mailbox(Model):
@@ -149,6 +154,17 @@ class Mailbox(Model):
     )
     send_rate: Rate | None = Field(
         default=None, description="Outbound limit of this mailbox [default: limits.send_rate]."
+    )
+    encryption: Mode | None = Field(
+        default=None,
+        description=(
+            "How this mailbox's mail is stored: site, per_user or none [default: "
+            "encryption.default]. A per_user mailbox's password is changed with `mailstack "
+            "password` (which re-wraps its key), never by editing password_hash."
+        ),
+    )
+    retention: RetentionOverride | None = Field(
+        default=None, description="Overrides of its domain's and the site's retention for this mailbox."
     )
 
 
@@ -249,6 +265,11 @@ class Site(Model):
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
     backup: Backup | None = Field(default=None, description="Encrypted backups with restic [default: none].")
+    encryption: Encryption = Field(default_factory=Encryption)
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long folders keep mail (Trash and Junk 30d by default), and POP3 deletion.",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Site:
@@ -321,6 +342,7 @@ class Site(Model):
         yield from sharing_rules(self)
         yield from dav_sharing_rules(self)
         yield from groupware_rules(self)
+        yield from encryption_rules(self)
 
     def _dqs_offline(self) -> Iterator[tuple[Loc, str]]:
         if self.offline and self.abuse.spamhaus_dqs:

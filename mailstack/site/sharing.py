@@ -74,6 +74,14 @@ class SharedMailbox(Model):
     rights: tuple[Grant, ...] = Field(
         default=(), description="Who may do what with its folders (none: only delivery)."
     )
+    encryption: Literal["site", "none"] = Field(
+        default="site",
+        description=(
+            "How its mail is stored: site (the site's key) or none. Never per_user: a shared "
+            "mailbox has no password to unlock a key of its own, and its members read it with "
+            "theirs."
+        ),
+    )
 
 
 def strongest(rights: list[Right]) -> Right:

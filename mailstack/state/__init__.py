@@ -22,6 +22,8 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
                                       never in a backup itself: keep the state (git, vaulted)
     secrets/backup_credentials        a rest: or s3: repository's login (`mailstack secret set`)
     probe/password_hash               its hash, rendered like the site's mailbox hashes
+    mailcrypt/…                       mail_crypt keys: the site's pair, per_user mailboxes'
+                                      wrapped and sealed keys (mailstack.state.mailcrypt)
 
 Nothing here is ever replaced: files are created with O_EXCL semantics, and a re-render
 only adds what is missing (a new domain's keys, a certificate for a new hostname). The one
@@ -50,7 +52,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from mailstack.errors import StateError
 from mailstack.passwords import hash_token
+from mailstack.site.encryption import per_user_addresses
 from mailstack.site.models import Site
+from mailstack.state import mailcrypt
 from mailstack.state.acme import acme_files, acme_tlsa, adopt_acme
 from mailstack.state.crypto import (
     SERVER_RSA_BITS,
@@ -73,6 +77,7 @@ from mailstack.state.layout import (
     PROBE_PASSWORD,
     SECRET_NAMES,
 )
+from mailstack.state.mailcrypt import SITE_KEY, SITE_PUB, ensure_site_key
 from mailstack.state.version import check_format
 from mailstack.state.view import DkimKey, StateView, TlsaKey
 
@@ -101,10 +106,19 @@ class State(StateFiles):
         }
         tlsa = self._tlsa(site)
         probe_hash = self._probe_hash()
+        ensure_site_key(self)
+        hashes = {m.address: (f"mailboxes[{i}]", m.password_hash) for i, m in enumerate(site.mailboxes)}
+        user_keys = mailcrypt.user_keys(self, site.domain_names, per_user_addresses(site), hashes)
         if self.write:
             self.tighten_modes()
         return StateView(
-            dkim=dkim, tls_files=tls_files, secret_files=secret_files, tlsa=tlsa, probe_hash=probe_hash
+            dkim=dkim,
+            tls_files=tls_files,
+            secret_files=secret_files,
+            tlsa=tlsa,
+            probe_hash=probe_hash,
+            mailcrypt_files={"site_key": SITE_KEY, "site_pub": SITE_PUB},
+            user_keys=user_keys,
         )
 
     def adopt_acme(self, pulled: Path) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from mailstack.state.mailcrypt_view import UserKey
 
 Algorithm = Literal["rsa", "ed25519"]
 
@@ -36,3 +38,6 @@ class StateView:
     secret_files: dict[str, str]  # secret name → path inside the state directory
     tlsa: tuple[TlsaKey, ...] = ()  # server keys to pin in DNS, in use first, then the next ones
     probe_hash: str = ""  # the password hash of the probe mailbox (`mailstack check`)
+    # mail_crypt: site_key, site_pub and passdb → path inside the state directory
+    mailcrypt_files: dict[str, str] = field(default_factory=dict)
+    user_keys: tuple[UserKey, ...] = ()  # the per_user mailboxes' public keys

@@ -26,7 +26,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from mailstack import engine
+from mailstack.cli import app
 from mailstack.site.loader import load_site
 from mailstack.site.models import Site
 
@@ -191,6 +194,13 @@ class Stack:
     # -- compose and logs ----------------------------------------------------------------
     def compose(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.project.compose(*args, timeout=timeout)
+
+    def cli(self, command: str, *args: str, stdin: str = "", code: int = 0) -> str:
+        """`mailstack COMMAND SITE ARGS…` on this stack's site, output and state; its output."""
+        where = ["--output", str(self.out_dir), "--state", str(self.state_dir)]
+        result = CliRunner().invoke(app, [command, str(self.site_path), *args, *where], input=stdin)
+        assert result.exit_code == code, result.output
+        return result.output
 
     def exec(self, service: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.compose("exec", "-T", service, *command, timeout=timeout)

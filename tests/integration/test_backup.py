@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from mailstack import engine
 from mailstack.site.loader import load_site
@@ -76,11 +77,17 @@ def backed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("backup")
     site_path = base / "site.yaml"
     site_copy(SITE_FIXTURE, site_path, bind=["127.0.0.1"])
-    repository = base / "repository"
-    with site_path.open("a", encoding="utf-8") as handle:
-        handle.write(
-            f"\nbackup:\n  repository: {repository}\n  schedule: '*-1-1 00:00'\n  keep: {{daily: 3}}\n"
-        )
+    yaml = YAML(typ="rt")
+    data = yaml.load(site_path.read_text(encoding="utf-8"))
+    # alice's mail is stored encrypted (the site's key, in the state), bob's plain: the marker
+    # lies readable on the mail volume, and only restic's encryption keeps it out of the
+    # repository.
+    for mailbox in data["mailboxes"]:
+        if mailbox["address"] == BOB:
+            mailbox["encryption"] = "none"
+    data["backup"] = {"repository": str(base / "repository"), "schedule": "*-1-1 00:00", "keep": {"daily": 3}}
+    with site_path.open("w", encoding="utf-8") as handle:
+        yaml.dump(data, handle)
     stack = start_stack(site_path, timeout=UP_TIMEOUT)
     try:
         yield stack
@@ -171,6 +178,10 @@ def test_backup_down_volumes_restore_brings_everything_back(backed: Stack) -> No
     assert '"probe": "backup"' in checked, checked
     assert '"status": "pass"' in checked.split('"probe": "backup"')[1][:80], checked
 
+    on_volume = backed.exec("dovecot", "grep", "-rl", MARKER, "/var/vmail/itest.example/bob")
+    assert on_volume.stdout.strip(), "the marker should lie plain in bob's Maildir (encryption: none)"
+    alice_plain = backed.exec("dovecot", "grep", "-rl", MARKER, "/var/vmail/itest.example/alice")
+    assert not alice_plain.stdout.strip(), "alice's copy should be stored encrypted"
     repository = Path(load_site(backed.site_path).backup.repository)  # type: ignore[union-attr]
     files = [p for p in repository.rglob("*") if p.is_file()]
     assert len(files) > 3

@@ -32,6 +32,7 @@ from requests.auth import HTTPBasicAuth
 from mailstack import engine
 from mailstack.check.web import AUTODISCOVER_REQUEST, MOBILESYNC_REQUEST
 from mailstack.discovery import ACTIVESYNC_PATH
+from mailstack.state.mailcrypt import new_recovery_identity
 from tests.integration.eas import (
     PROTOCOLS,
     autodiscover,
@@ -599,6 +600,39 @@ def test_eas_refuses_a_wrong_password_with_401(office: Stack) -> None:
         without_policy(client).list_folders()
     assert refused.value.response.status_code == 401
     assert refused.value.response.headers.get("www-authenticate", "").lower().startswith("basic")
+
+
+def test_a_per_user_encrypted_mailbox_reads_in_the_webmail_and_over_activesync(office: Stack) -> None:
+    """SOGo logs in to Dovecot with the user's own password, which unlocks a per_user key: the
+    webmail lists the message (its headers come from the decrypted file: the cache keeps
+    none) and ActiveSync syncs it."""
+    user, password = USERS["ARGON2I"]
+    _, recipient = new_recovery_identity()
+    text = office.site_path.read_text(encoding="utf-8")
+    entry = f"  - address: {user}\n"
+    office.site_path.write_text(
+        text.replace(entry, entry + "    encryption: per_user\n", 1)
+        + f"\nencryption:\n  recovery: {recipient}\n",
+        encoding="utf-8",
+    )
+    office.cli("password", user, stdin=f"{password}\n{password}\n")  # makes the key, then `up`
+    office.reload_site()
+    subject = token("per-user webmail")
+    office.deliver(make_message(EXTERNAL_SENDER, user, subject, domain="office.test"))
+
+    def in_webmail() -> bool:
+        answer = webmail(office, user, password, "Mail/0/folderINBOX/view", {"sortingAttributes": {}})
+        return subject in answer.text
+
+    wait_until(f"{subject!r} in {user}'s webmail Inbox", in_webmail, timeout=60, interval=2)
+    fetch = office.exec("dovecot", "doveadm", "fetch", "-u", user, "hdr", "all")
+    assert subject not in fetch.stdout, "root read a per_user message without the password"
+    assert "Private key not available" in fetch.stderr
+    with eas(office, user, password) as client:
+        inbox = folder(without_policy(client).list_folders(), FolderType.INBOX)
+        sync_until(
+            client, inbox.id, f"{subject!r} over ActiveSync", lambda f: f.get("Email.Subject") == subject
+        )
 
 
 def test_a_changed_mailbox_reaches_sogo_on_the_next_up(office: Stack) -> None:

@@ -157,7 +157,7 @@ def test_rspamds_from_rule_gets_the_same_owners_as_postfix(tmp_path: Path) -> No
 
 
 def test_dovecot_users_carry_the_quota_in_bytes_with_the_userdb_prefix() -> None:
-    assert dovecot_user_lines(site(), "{ARGON2ID}probe") == [
+    assert dovecot_user_lines(site(), "{ARGON2ID}probe", {}) == [
         f"admin@ctx.example:{HASH}::::::userdb_quota_storage_size=1073741824",
         f"user@ctx.example:{HASH}::::::",
         f"carol@shop.example:{HASH}::::::userdb_quota_storage_size=1048576",
@@ -208,7 +208,8 @@ def test_tls_files_mode_mounts_the_operators_files_where_the_configs_look() -> N
         Secret("tls_key", "/etc/ssl/mail/privkey.pem", "/run/mailstack/tls/key.pem"),
     ]
     secrets = compose_secrets(files, fake_state(("ctx.example",)), "../state")
-    assert secrets["postfix"] == secrets["dovecot"] == tls
+    assert secrets["postfix"] == tls
+    assert [s for s in secrets["dovecot"] if not s.name.startswith("mailcrypt_")] == tls
 
 
 @pytest.mark.parametrize("offline", [True, False])
@@ -264,8 +265,12 @@ def test_each_service_gets_only_its_own_files_of_the_state_where_its_config_look
             ("rsa_key", "rsa.key"),
         )
     ]
-    # Never the CA's key or certificate.
-    assert secrets["postfix"] == secrets["dovecot"] == secrets["web"] == tls
+    # Never the CA's key or certificate; dovecot also the mail_crypt site key pair.
+    assert secrets["postfix"] == secrets["web"] == tls
+    assert [s.name for s in secrets["dovecot"]] == [s.name for s in tls] + [
+        "mailcrypt_site_key",
+        "mailcrypt_site_pub",
+    ]
     redis = Secret("redis", "../state/secrets/redis", f"{STATE_MOUNT}/secrets/redis")
     assert secrets["redis"] == [redis]
     assert secrets["rspamd"] == [

@@ -35,6 +35,8 @@ FIXED_FILES = {
     "secrets/redis",
     "secrets/probe_password",
     "probe/password_hash",
+    "mailcrypt/site.key",
+    "mailcrypt/site.pub",
 }
 
 
