@@ -19,9 +19,15 @@ ACTIONS = ("list", "check")
 @user_errors
 def backup(
     what: Annotated[
-        str, typer.Argument(metavar="[list|check] SITE", help="SITE: back up now; list or check SITE.")
+        str,
+        typer.Argument(
+            metavar="SITE|list|check", help="A site file: back it up now; list or check: see SITE."
+        ),
     ],
-    site_path: Annotated[Path | None, typer.Argument(metavar="", show_default=False)] = None,
+    site_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="SITE", help="After list or check: the site file.", show_default=False),
+    ] = None,
     host_name: TlsHost = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="check: the structure only; do not read every pack.")
