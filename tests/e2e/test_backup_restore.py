@@ -7,7 +7,7 @@ cloud server (`--images load`, packages from its cache) installs the backup time
 repository is copied to the server's repository path; the stack there is taken down with its
 volumes and `mailstack restore --host` brings the local mail back there: every message (UID,
 flags, text), folder and the Sieve script, compared with doveadm on both sides. Then the
-host's timer service makes a backup of its own.
+host's timer service makes a backup of its own, and `mailstack backup --host` one more.
 
 Runs a local stack and a server one after the other: about 10 minutes.
 """
@@ -15,6 +15,7 @@ Runs a local stack and a server one after the other: about 10 minutes.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import subprocess
@@ -161,12 +162,26 @@ def test_a_backup_made_here_restores_onto_the_server(
 
     # The host's timer service runs a backup of its own (the container only waits for it).
     site.on_server(f"systemctl start mailstack-backup-{site_id}.service", timeout=900)
+    # And the operator's, over SSH, with restic's output shown as it goes.
+    now = run(
+        [MAILSTACK, "backup", str(site.site_path), "--host", server.name],
+        env=ansible_env(),
+        cwd=site.workdir,
+        timeout=900,
+    ).stdout
+    assert "Added to the repository" in now, now
+    saved = re.search(r"^backup ([0-9a-f]{8}) saved in \d+ s", now, re.M)
+    assert saved, now
     listed = run(
         [MAILSTACK, "backup", "list", str(site.site_path), "--host", server.name],
         env=ansible_env(),
         cwd=site.workdir,
     ).stdout
-    assert len([line for line in listed.splitlines() if "files" in line]) == 2, listed
+    # forget --prune keeps the oldest and the last of the day: the local backup and this one
+    # (the timer's, between them, is forgotten).
+    runs = [line.split()[0] for line in listed.splitlines() if "files" in line]
+    assert len(runs) == 2, listed
+    assert runs[-1] == saved.group(1), listed
     status = run(
         [MAILSTACK, "check", str(site.site_path), "--host", server.name, "--json"],
         check=False,
