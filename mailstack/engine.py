@@ -212,7 +212,7 @@ def check_configs(project: Project, plan: render.Plan, say: Say) -> None:
 def published_by_project(project: Project) -> set[tuple[str, int]]:
     ps = project.compose("ps", "--format", "json")
     return {
-        pair for entry in _json_lines(ps.stdout if ps.returncode == 0 else "") for pair in _published(entry)
+        pair for entry in json_lines(ps.stdout if ps.returncode == 0 else "") for pair in _published(entry)
     }
 
 
@@ -287,7 +287,7 @@ def check_ipv6(project: Project, say: Say) -> None:
 
 def container_ids(project: Project) -> dict[str, str]:
     ps = project.compose("ps", "--all", "--format", "json")
-    return {e["Service"]: e["ID"] for e in _json_lines(ps.stdout if ps.returncode == 0 else "")}
+    return {e["Service"]: e["ID"] for e in json_lines(ps.stdout if ps.returncode == 0 else "")}
 
 
 def run_compose_up(project: Project) -> None:
@@ -363,7 +363,7 @@ def service_states(project: Project) -> dict[str, str]:
     """Service → 'healthy', 'starting', 'unhealthy', 'exited', … as compose reports it."""
     ps = project.compose("ps", "--all", "--format", "json")
     states = {}
-    for entry in _json_lines(ps.stdout if ps.returncode == 0 else ""):
+    for entry in json_lines(ps.stdout if ps.returncode == 0 else ""):
         state = entry.get("State", "")
         health = entry.get("Health", "")
         states[entry["Service"]] = health if state == "running" and health else state
@@ -447,7 +447,7 @@ def status(project: Project) -> list[ServiceStatus]:
             health=entry.get("Health", "") or "-",
             ports=sorted(f"{url}:{port}" for url, port in _published(entry)),
         )
-        for entry in _json_lines(ps.stdout)
+        for entry in json_lines(ps.stdout)
     ]
 
 
@@ -479,7 +479,7 @@ def _published(entry: dict[str, Any]) -> set[tuple[str, int]]:
     return {(str(p.get("URL")), int(p["PublishedPort"])) for p in publishers if p.get("PublishedPort")}
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
+def json_lines(text: str) -> list[dict[str, Any]]:
     """`docker compose ps --format json` prints one object per line (older: one array)."""
     text = text.strip()
     if not text:

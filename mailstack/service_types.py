@@ -23,6 +23,8 @@ SecretKind = Literal[
     "acme_ca_bundle",
     "outbound_ca_bundle",
     "postgres",
+    "restic",
+    "backup_credentials",
     "mailcrypt",
 ]
 
@@ -56,7 +58,7 @@ class Mount:
     @property
     def volume(self) -> str | None:
         """The named volume it mounts, if any."""
-        return None if "/" in self.source else self.source
+        return None if "/" in self.source or self.source.startswith("{") else self.source
 
 
 @dataclass(frozen=True)

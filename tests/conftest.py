@@ -116,7 +116,11 @@ def fake_state(domains: tuple[str, ...], tls_mode: str = "selfsigned") -> StateV
         for role, prefix in roles
         for kind in ("ecdsa", "rsa")
     )
-    secret_files = {"redis": "secrets/redis", "postgres": "secrets/postgres"}
+    secret_files = {
+        "redis": "secrets/redis",
+        "postgres": "secrets/postgres",
+        "restic_password": "secrets/restic_password",
+    }
     mailcrypt = {"site_key": "mailcrypt/site.key", "site_pub": "mailcrypt/site.pub"}
     return StateView(
         dkim=dkim, tls_files=tls, secret_files=secret_files, tlsa=tlsa, mailcrypt_files=mailcrypt

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from mailstack import services
 from mailstack.audit import at_rest, containers, host, smtp, tls
 from mailstack.audit.containers import AuditError
 from mailstack.audit.report import Item, Report
+from mailstack.backup import SCRIPT, STALE_AFTER, LastRun, age_text
 from mailstack.remote import Shell
 from mailstack.render.context import fence_table
 from mailstack.site.models import Host, Site
@@ -27,6 +29,7 @@ from mailstack.site.models import Host, Site
 __all__ = ["SECTIONS", "AuditError", "Item", "Report", "run_audit"]
 
 Say = Callable[[str], None]
+BACKUP_SOURCE = "DESIGN.md §4 (at rest: restic backups)"
 
 
 SECTIONS = ("containers", "tls", "smtp", "host")
@@ -56,6 +59,8 @@ def run_audit(
     say(f"containers: {', '.join(sorted(running))}")
     if "containers" in only:
         report.items += containers.container_items(shell, running, state_dir, site)
+        if site.backup is not None:
+            report.items.append(_backup_item(shell, running.get("backup")))
         report.items.append(at_rest.at_rest_item(shell, running, site))
     if "smtp" in only and (postfix := running.get("postfix")) is not None:
         report.items += smtp.postfix_items(shell, postfix["Id"], site)
@@ -78,6 +83,20 @@ def run_audit(
         report.items += _host_items(report, shell, site, target, set(ports.values()), say)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _backup_item(shell: Shell, container: dict[str, Any] | None) -> Item:
+    """The last successful backup's age (backup: in the site file), from the backup service."""
+    title = f"The last successful backup is less than {STALE_AFTER.days * 24} hours old"
+    if container is None:
+        return Item("backup.last_success", title, "fail", "the backup service is not running", BACKUP_SOURCE)
+    ran = shell.run("docker", "exec", str(container["Id"]), SCRIPT, "status", timeout=60)
+    last = LastRun.parse(ran.stdout) if ran.returncode == 0 else None
+    age = last.success_age() if last is not None else None
+    if last is None or age is None:
+        return Item("backup.last_success", title, "fail", "no backup has succeeded yet", BACKUP_SOURCE)
+    detail = f"{age_text(age)} ago ({last.last_success}); the last run {'succeeded' if last.ok else 'FAILED'}"
+    return Item.check("backup.last_success", title, age <= STALE_AFTER and last.ok, detail, BACKUP_SOURCE)
 
 
 def _tls_items(report: Report, address: str, ports: list[tuple[str, int]], say: Say) -> list[Item]:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mailstack.check import at_rest, certificate, inside, published, roundtrip, transport, web
+from mailstack.check.backup import backup_results
 from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
@@ -58,6 +59,7 @@ def run_check(
     # (its client lookups wait for DNS), and its item is the cause of those ports' failures.
     shell = Shell(target, site_dir)
     report.results += inside.stack_results(shell, project_name(site), site, local=target is None)
+    report.results += backup_results(shell, project_name(site), site)
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:

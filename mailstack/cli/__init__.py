@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mailstack import __version__
-from mailstack.cli import host_commands, password_commands, site_commands, stack_commands
+from mailstack.cli import backup_commands, host_commands, password_commands, site_commands, stack_commands
 
 app = typer.Typer(
     name="mailstack",
@@ -65,6 +65,8 @@ app.command()(stack_commands.logs)
 app.command()(host_commands.deploy)
 app.command()(stack_commands.probe)
 app.command()(host_commands.audit)
+app.command()(backup_commands.backup)
+app.command()(backup_commands.restore)
 images_app.command("build")(stack_commands.images_build)
 app.command()(stack_commands.purge)
 vault_app.command("encrypt")(site_commands.vault_encrypt)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mailstack import engine
 from mailstack.audit import Report
+from mailstack.backup import Run
 from mailstack.check import CheckReport
 from mailstack.deploy import DeployResult
 from mailstack.dns import SiteRecords, format_json
@@ -144,6 +145,16 @@ def renewal(result: Renewal) -> None:
     if not result.ok:
         raise UserError(f"ACME attempt failed: {result.error or 'see `mailstack logs SITE acme`'}")
     out.print(f"renewed: {result.reasons or 'nothing was due'}", markup=False)
+
+
+def backups(runs: list[Run]) -> None:
+    if not runs:
+        out.print("no backups yet")
+        return
+    for run in runs:
+        parts = " ".join(sorted(run.parts))
+        added = f"added {run.added / 1024**2:.1f} MiB" if run.added else ""
+        out.print(f"{run.id or '-':<10} {run.time} UTC  {parts:<24} {added}")
 
 
 def connect_help(project: engine.Project, user: str) -> str:

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from mailstack import engine, tls
+from mailstack.backup import Target, last_run
+from mailstack.backup import status_lines as backup_status
 from mailstack.check import run_check
 from mailstack.check.probe import round_trip
 from mailstack.cli import show
@@ -70,6 +72,7 @@ def status(site: SitePath, output: OutDir = None, state: StateDir = None) -> Non
         raise typer.Exit(3)
     show.status(rows)
     show.lines(tls.status(p))
+    show.lines(backup_status(p.site, last_run(Target(p))))
 
 
 @user_errors

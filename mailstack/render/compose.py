@@ -18,10 +18,12 @@ from mailstack.service_types import SecretKind, Service
 from mailstack.services import OUTBOUND_CA_BUNDLE, STATE_MOUNT
 from mailstack.site.models import Site
 from mailstack.site.resolver import fixed_address
+from mailstack.state.layout import BACKUP_SECRET
 from mailstack.state.view import StateView
 
 DQS_SECRET = "spamhaus_dqs"  # noqa: S105 - a name: the compose secret, named as its state file
 POSTGRES_SECRET = "postgres"  # noqa: S105 - a name, as above
+BACKUP_CREDENTIALS_SECRET = "backup_credentials"  # noqa: S105 - a name, as above
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,15 @@ class Slots:
     state: str
     fence_table: str
     acme_directory: str
+    backup_repository: str = ""  # backup.repository, when it is a path on the host
 
     def fill(self, text: str) -> str:
-        return text.format(state=self.state, fence_table=self.fence_table, acme_directory=self.acme_directory)
+        return text.format(
+            state=self.state,
+            fence_table=self.fence_table,
+            acme_directory=self.acme_directory,
+            backup_repository=self.backup_repository,
+        )
 
 
 def bind_host(address: str) -> str:
@@ -249,6 +257,7 @@ def compose_secrets(site: Site, state: StateView, state_rel: str) -> dict[str, l
         by_kind[name] = [Secret(name, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")] if path else []
     by_kind["spamhaus_dqs"] = _dqs_secret(site, state, state_rel)
     by_kind["postgres"] = _postgres_secret(site, state, state_rel)
+    by_kind["restic"], by_kind["backup_credentials"] = _backup_secrets(site, state, state_rel)
     by_kind["mailcrypt"] = [
         Secret(f"mailcrypt_{role}", f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")
         for role, path in sorted(state.mailcrypt_files.items())
@@ -271,6 +280,29 @@ def _postgres_secret(site: Site, state: StateView, state_rel: str) -> list[Secre
     if path is None:
         raise StateError("groupware is on, but the state has no database password for SOGo")
     return [Secret(POSTGRES_SECRET, f"{state_rel}/{path}", f"{STATE_MOUNT}/{path}")]
+
+
+def _backup_secrets(site: Site, state: StateView, state_rel: str) -> tuple[list[Secret], list[Secret]]:
+    """The repository's password (made once in the state) and, for rest: and s3:, the login
+    the operator gave; only their paths are rendered."""
+    if site.backup is None:
+        return [], []
+    password = state.secret_files.get(BACKUP_SECRET)
+    if password is None:
+        raise StateError("backup is on, but the state has no restic password")
+    login = state.secret_files.get(BACKUP_CREDENTIALS_SECRET)
+    if login is None and site.backup.kind in ("rest", "s3"):
+        raise StateError(
+            f"backup.repository is a {site.backup.kind}: repository, but the state has no login for it: "
+            "give it with `mailstack secret set SITE backup-credentials` (NAME=value pairs on "
+            "standard input, such as AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…)"
+        )
+    return (
+        [Secret(BACKUP_SECRET, f"{state_rel}/{password}", f"{STATE_MOUNT}/{password}")],
+        [Secret(BACKUP_CREDENTIALS_SECRET, f"{state_rel}/{login}", f"{STATE_MOUNT}/{login}")]
+        if login
+        else [],
+    )
 
 
 def _dqs_secret(site: Site, state: StateView, state_rel: str) -> list[Secret]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from mailstack import __version__, services
 from mailstack.render.acme import AcmeSettings, acme_settings
 from mailstack.render.ansible import ConfigCheck, Reload, config_checks, reloads
+from mailstack.render.backup import BackupSettings, backup_settings, host_repository
 from mailstack.render.compose import (
     ComposeService,
     Secret,
@@ -127,6 +128,7 @@ class Context:
     back_network: BackNetwork | None  # its fixed subnet (online)
     front_network: FrontNetwork | None  # its IPv6 subnet (the site listens on IPv6)
     dmarc_reports: DmarcReports | None  # reports.dmarc, when enabled
+    backup: BackupSettings | None  # backup, when the site has it
     dnsbl_sites: list[str]  # postscreen's
     tls_policy_maps: str  # postfix's smtp_tls_policy_maps; empty offline
     outbound_ca_file: str  # tls.outbound_ca_bundle inside postfix; empty: Debian's roots only
@@ -156,7 +158,12 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
     secrets = compose_secrets(site, state, state_rel)
     auth_ban = auth_ban_settings(site)
     acme = acme_settings(site, state_rel, services.STATE_MOUNT)
-    slots = Slots(state=state_rel, fence_table=auth_ban.table, acme_directory=acme.directory_url)
+    slots = Slots(
+        state=state_rel,
+        fence_table=auth_ban.table,
+        acme_directory=acme.directory_url,
+        backup_repository=host_repository(site),
+    )
     return Context(
         site=site,
         version=__version__,
@@ -196,6 +203,7 @@ def build_context(site: Site, state: StateView, state_dir: Path, out_dir: Path) 
         back_network=back_network(site),
         front_network=front_network(site),
         dmarc_reports=dmarc_reports(site),
+        backup=backup_settings(site),
         dnsbl_sites=dnsbl_sites(site),
         tls_policy_maps=tls_policy_maps(site, internal_ports()),
         outbound_ca_file=services.OUTBOUND_CA_BUNDLE

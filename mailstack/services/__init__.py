@@ -13,6 +13,7 @@ directory, relative to the compose file), ``{fence_table}`` and ``{acme_director
 from __future__ import annotations
 
 from mailstack.service_types import Port, Service
+from mailstack.services.backup import BACKUP
 from mailstack.services.edge import ACME, DANE_POLICY, FENCE, GUARD, MTA_STS, RESOLVER, WEB
 from mailstack.services.groupware import MEMCACHED, POSTGRES, SOGO
 from mailstack.services.mail import DMARC_REPORTS, DOVECOT, POSTFIX, REDIS, RSPAMD
@@ -21,6 +22,11 @@ from mailstack.services.paths import (
     ACME_CONFIG_DIR,
     ACME_ROOT,
     ACME_STATE_DIR,
+    BACKUP_CONFIG_DIR,
+    BACKUP_DATA,
+    BACKUP_HOME,
+    BACKUP_REPOSITORY,
+    BACKUP_STATUS,
     DMARC_REPORTS_NEXT,
     DMARC_REPORTS_SCRIPT,
     DMARC_REPORTS_SMTP_PORT,
@@ -42,6 +48,11 @@ __all__ = [
     "ACME_CONFIG_DIR",
     "ACME_ROOT",
     "ACME_STATE_DIR",
+    "BACKUP_CONFIG_DIR",
+    "BACKUP_DATA",
+    "BACKUP_HOME",
+    "BACKUP_REPOSITORY",
+    "BACKUP_STATUS",
     "CATALOGUE",
     "DMARC_REPORTS_NEXT",
     "DMARC_REPORTS_SCRIPT",
@@ -82,6 +93,7 @@ CATALOGUE: tuple[Service, ...] = (
     ACME,
     GUARD,
     FENCE,
+    BACKUP,
 )
 
 

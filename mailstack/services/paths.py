@@ -41,5 +41,12 @@ POSTGRES_CONFIG_DIR = "/etc/mailstack-postgres"
 POSTGRES_DATA = "/var/lib/postgresql/data"
 POSTGRES_PORT = 5432
 MEMCACHED_PORT = 11211
+# backup: the settings (config/backup), the volumes it reads (read-only) under /data, its own
+# volume (the last run's result, restic's cache) and where a host-path repository is mounted.
+BACKUP_CONFIG_DIR = "/etc/mailstack-backup"
+BACKUP_DATA = "/data"
+BACKUP_HOME = "/var/lib/mailstack-backup"
+BACKUP_STATUS = f"{BACKUP_HOME}/status.json"
+BACKUP_REPOSITORY = "/repository"
 # The per_user mailboxes' passdb files (state: mailcrypt/passdb/<domain>), inside dovecot.
 MAILCRYPT_PASSDB_DIR = "/run/mailstack/mailcrypt-passdb"

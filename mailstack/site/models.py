@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, model_v
 from pydantic_core import PydanticCustomError
 
 from mailstack.site.abuse import Abuse
+from mailstack.site.backup import Backup
 from mailstack.site.base import Model
 from mailstack.site.dav_sharing import SharedFolder, dav_sharing_rules
 from mailstack.site.encryption import Encryption, Mode, encryption_rules
@@ -263,6 +264,7 @@ class Site(Model):
     mta_sts: MtaSts = Field(default_factory=MtaSts)
     reports: Reports = Field(default_factory=Reports)
     groupware: Groupware = Field(default_factory=Groupware)
+    backup: Backup | None = Field(default=None, description="Encrypted backups with restic [default: none].")
     encryption: Encryption = Field(default_factory=Encryption)
     retention: Retention = Field(
         default_factory=Retention,

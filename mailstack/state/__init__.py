@@ -17,7 +17,10 @@ Layout of ``<state_dir>`` (0700; every file 0600)::
                                       role's, made only with groupware)
     secrets/probe_password            the probe mailbox's password (`mailstack check`)
     secrets/spamhaus_dqs              the Spamhaus DQS key, given by the operator (`mailstack
-                                      secret set`; abuse.spamhaus_dqs); the one file replaced
+                                      secret set`; abuse.spamhaus_dqs); replaced only by that
+    secrets/restic_password           the backup repository's password (made only with backup);
+                                      never in a backup itself: keep the state (git, vaulted)
+    secrets/backup_credentials        a rest: or s3: repository's login (`mailstack secret set`)
     probe/password_hash               its hash, rendered like the site's mailbox hashes
     mailcrypt/…                       mail_crypt keys: the site's pair, per_user mailboxes'
                                       wrapped and sealed keys (mailstack.state.mailcrypt)
@@ -67,6 +70,7 @@ from mailstack.state.crypto import (
 )
 from mailstack.state.files import StateFiles
 from mailstack.state.layout import (
+    BACKUP_SECRET,
     GROUPWARE_SECRET,
     OPERATOR_SECRETS,
     PROBE_HASH,
@@ -93,6 +97,8 @@ class State(StateFiles):
         secret_files = {name: self._secret(name) for name in SECRET_NAMES}
         if site.groupware.enabled:
             secret_files[GROUPWARE_SECRET] = self._secret(GROUPWARE_SECRET)
+        if site.backup is not None:
+            secret_files[BACKUP_SECRET] = self._secret(BACKUP_SECRET)
         # What the operator gave (`mailstack secret set`), by its file's name; rendering asks
         # for the ones the site needs.
         secret_files |= {
@@ -201,6 +207,34 @@ class State(StateFiles):
         return relpath
 
 
+# restic reads these from its environment: a rest: server's login, an S3 bucket's keys.
+BACKUP_CREDENTIALS = (
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_SESSION_TOKEN",
+)
+_CREDENTIAL = re.compile(r"([A-Z_]+)=([!#-&(-~]+)")  # printable ASCII, no quotes or spaces
+
+
+def backup_credentials(value: str) -> str:
+    """``NAME=value NAME=value`` (names of BACKUP_CREDENTIALS) → one pair a line; ValueError
+    names what is wrong without repeating a value."""
+    pairs = value.split()
+    for i, pair in enumerate(pairs, 1):
+        match = _CREDENTIAL.fullmatch(pair)
+        if match is None or match.group(1) not in BACKUP_CREDENTIALS:
+            raise ValueError(
+                f"backup credentials: item {i} is not NAME=value with NAME one of "
+                f"{', '.join(BACKUP_CREDENTIALS)} (values without spaces or quotes)"
+            )
+    if not pairs:
+        raise ValueError("backup credentials: nothing was given")
+    return "\n".join(pairs)
+
+
 # A Spamhaus DQS key is one DNS label (it prefixes the zones: <key>.zen.dq.spamhaus.net);
 # Spamhaus hands out 26 lower-case letters and digits.
 DQS_KEY = re.compile(r"[a-z0-9]{16,63}")
@@ -217,6 +251,11 @@ def set_operator_secret(state: State, site_id: str, name: str, value: str) -> st
             "a Spamhaus DQS key is 16 to 63 lower-case letters and digits (as in the Spamhaus "
             "account's DQS page); what was given is not"
         )
+    if name == "backup-credentials":
+        try:
+            value = backup_credentials(value)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
     check_format(state, site_id)  # a state made by this command is a state like any other
     state.replace(relpath, value.encode() + b"\n")
     if state.write:

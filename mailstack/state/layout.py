@@ -9,8 +9,15 @@ GROUPWARE_SECRET = "postgres"  # noqa: S105 - a file name
 # The probe mailbox's hash is rendered into Dovecot's users file like every mailbox's hash
 # (those sit in the site file, in git); the password, 144 random bits, stays a secret.
 PROBE_PASSWORD, PROBE_HASH = "secrets/probe_password", "probe/password_hash"
+# restic's repository password (backup): made once, with the first render of a site with
+# backups. It is NOT in the backups: losing the state loses every backup.
+BACKUP_SECRET = "restic_password"  # noqa: S105 - a file name
 # Secrets the operator gives (`mailstack secret set`), never made by mailstack: name → file.
-OPERATOR_SECRETS = {"spamhaus-dqs": "secrets/spamhaus_dqs"}
+# backup-credentials: the rest: or s3: repository's login, NAME=value pairs.
+OPERATOR_SECRETS = {
+    "spamhaus-dqs": "secrets/spamhaus_dqs",
+    "backup-credentials": "secrets/backup_credentials",
+}
 
 SERVER_KINDS = ("ecdsa", "rsa")
 # tls.mode acme (the acme service's side: compose/images/acme/)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mailstack import engine, tls
 from mailstack.check import CheckReport
 from mailstack.check.results import failed, passed
-from mailstack.cli import app, host_commands
+from mailstack.cli import app, host_commands, stack_commands
 from mailstack.deploy import DeployOptions, DeployResult
 from mailstack.engine import Project, ServiceStatus
 from mailstack.site.loader import load_site
@@ -119,12 +119,14 @@ def test_status_prints_typed_rows_then_the_certificates(monkeypatch: pytest.Monk
     ]
     monkeypatch.setattr(engine, "status", lambda _p: rows)
     monkeypatch.setattr(tls, "status", lambda _p: ["rsa: issued by the site's CA"])
+    monkeypatch.setattr(stack_commands, "last_run", lambda _t: None)
     result = runner.invoke(app, ["status", str(ACME)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "postfix    running    healthy    127.0.0.1:25 127.0.0.1:587",
         "redis      running    -          ",
         "rsa: issued by the site's CA",
+        "backup: none yet (schedule *-*-* 03:15 UTC, or `mailstack backup SITE`)",
     ]
     monkeypatch.setattr(engine, "status", lambda _p: [])
     stopped = runner.invoke(app, ["status", str(ACME)])

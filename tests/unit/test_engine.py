@@ -87,9 +87,9 @@ def test_endpoints_name_every_published_port(project: engine.Project) -> None:
 
 
 def test_compose_ps_json_in_both_shapes() -> None:
-    assert engine._json_lines('{"Service": "a"}\n{"Service": "b"}\n') == [{"Service": "a"}, {"Service": "b"}]
-    assert engine._json_lines('[{"Service": "a"}]') == [{"Service": "a"}]
-    assert engine._json_lines("") == []
+    assert engine.json_lines('{"Service": "a"}\n{"Service": "b"}\n') == [{"Service": "a"}, {"Service": "b"}]
+    assert engine.json_lines('[{"Service": "a"}]') == [{"Service": "a"}]
+    assert engine.json_lines("") == []
 
 
 def test_purge_refuses_a_current_mailbox_and_needs_yes(project: engine.Project) -> None:

@@ -226,5 +226,5 @@ def test_no_database_password_without_groupware(tmp_path: Path) -> None:
 def test_groupware_images_only_for_groupware_sites() -> None:
     on = site("groupware: {enabled: true}\n")
     assert {"sogo", "postgres"} <= set(services.images(on))
-    assert services.absent_configs(on) == set()
-    assert services.absent_configs(site()) == {"sogo", "postgres"}
+    assert services.absent_configs(on) == {"backup"}
+    assert services.absent_configs(site()) == {"sogo", "postgres", "backup"}

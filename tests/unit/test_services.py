@@ -167,7 +167,7 @@ def test_the_ansible_role_holds_no_copy_of_a_command(tmp_path: Path) -> None:
     }
     # The images it builds or loads, and the config/ directories it switches.
     assert group_vars["mailstack_stack_services"] == list(services.images(demo))
-    assert set(images.SERVICES) - set(services.images(demo)) == {"sogo", "postgres"}
+    assert set(images.SERVICES) - set(services.images(demo)) == {"sogo", "postgres", "backup"}
     assert "mailstack_stack_services" not in YAML(typ="safe").load(
         (role / "defaults" / "main.yml").read_text()
     )
