@@ -106,40 +106,50 @@ def test_a_message_older_than_the_limit_goes_at_the_next_session_a_newer_one_sta
     assert kept_by_default in subjects_in(retained, BOB, "Trash"), "bob's Trash lost mail within 30 days"
 
 
-def maildir_has(stack: Stack, folder_dir: str, subject: str) -> bool:
-    """Whether a message file in carol's Maildir folder holds ``subject``: read on disk, since
-    an IMAP session of ours would itself expunge. Only the message files (cur/, new/) count:
-    Dovecot's index cache keeps the headers of expunged messages until it is compacted."""
+def maildir_names(stack: Stack, folder_dir: str) -> set[str]:
+    """The message files of a folder of carol's Maildir, by their unique names (without the
+    flags after ":"), read on disk: an IMAP session of ours would itself expunge, and the
+    files are encrypted (encryption), so their names are what a test can follow."""
     folder = f"{CAROL_MAILDIR}/{folder_dir}".rstrip("/")
-    found = stack.exec("dovecot", "grep", "-rlF", f"Subject: {subject}", f"{folder}/cur", f"{folder}/new")
-    return bool(found.stdout.strip())
+    listed = stack.exec("dovecot", "find", f"{folder}/cur", f"{folder}/new", "-type", "f", "-printf", "%f\\n")
+    assert listed.returncode == 0, listed.stderr
+    return {name.partition(":")[0] for name in listed.stdout.split()}
+
+
+def put_on_disk(stack: Stack, folder: str, folder_dir: str, subject: str) -> set[str]:
+    """APPEND to carol's ``folder``; the name of the file it made."""
+    before = maildir_names(stack, folder_dir)
+    put(stack, CAROL, folder, subject)
+    added = maildir_names(stack, folder_dir) - before
+    assert len(added) == 1, f"APPEND made {sorted(added)} in {folder_dir or 'INBOX'}"
+    return added
 
 
 def test_a_delivery_expunges_what_is_past_the_limit_without_any_imap_session(retained: Stack) -> None:
-    old = token("retention old before delivery")
-    put(retained, CAROL, "Trash", old)
-    assert maildir_has(retained, ".Trash", old), "the message is not where the test looks (.Trash)"
+    old = put_on_disk(retained, "Trash", ".Trash", token("retention old before delivery"))
     time.sleep(LIMIT + 2)
 
-    arriving = token("retention delivery")
-    retained.deliver(make_message(EXTERNAL_SENDER, CAROL, arriving))
-    wait_until(f"{arriving!r} in carol's Maildir", lambda: maildir_has(retained, "", arriving), timeout=60)
+    inbox = maildir_names(retained, "")
+    retained.deliver(make_message(EXTERNAL_SENDER, CAROL, token("retention delivery")))
+    wait_until(
+        "the delivery's file in carol's INBOX", lambda: bool(maildir_names(retained, "") - inbox), timeout=60
+    )
     wait_until(
         "the old message to leave carol's Trash after the delivery",
-        lambda: not maildir_has(retained, ".Trash", old),
+        lambda: not old & maildir_names(retained, ".Trash"),
         timeout=15,
     )
 
 
 def test_the_end_of_a_pop3_session_expunges_too(retained: Stack) -> None:
-    old = token("retention old before pop3")
-    put(retained, CAROL, "Trash", old)
+    old = put_on_disk(retained, "Trash", ".Trash", token("retention old before pop3"))
     time.sleep(LIMIT + 2)
+    assert old <= maildir_names(retained, ".Trash"), "gone before the POP3 session: the test proves nothing"
     with retained.pop3(CAROL) as pop:
         pop.stat()
     wait_until(
         "the old message to leave carol's Trash after a POP3 session",
-        lambda: not maildir_has(retained, ".Trash", old),
+        lambda: not old & maildir_names(retained, ".Trash"),
         timeout=15,
     )
 
