@@ -39,19 +39,19 @@ def at_rest_item(shell: Shell, containers: dict[str, dict[str, Any]], site: Site
 def judge(files: Counter[tuple[str, str]], site: Site) -> Item:
     """``files``: (enc|plain, domain/user) → message files; plain files of a mailbox whose mode
     encrypts fail (they were written before encryption was on, or it does not work)."""
-    modes = {
-        f"{m.address.partition('@')[2]}/{m.address.partition('@')[0]}": mode_of(site, m.address)
-        for m in site.mailboxes
-    }
-    modes |= {
-        f"{s.address.partition('@')[2]}/{s.address.partition('@')[0]}": s.encryption
-        for s in site.shared_mailboxes
-    }
+    modes = {_home(m.address): mode_of(site, m.address) for m in site.mailboxes}
+    modes |= {_home(s.address): s.encryption for s in site.shared_mailboxes}
+    modes[_home(site.probe_address)] = "site"
     encrypted = sum(n for (kind, _), n in files.items() if kind == "enc")
     plain = {
-        box: n for (kind, box), n in files.items() if kind == "plain" and modes.get(box, "site") != "none"
+        box: n for (kind, box), n in files.items() if kind == "plain" and modes.get(box, "none") != "none"
     }
-    detail = f"{encrypted} message files encrypted"
+    # Mail of addresses the description no longer has stays (removing a mailbox never deletes
+    # its mail); its mode is unknown now, so it is named, not judged.
+    gone = sorted({box for (_, box), _n in files.items() if box not in modes})
+    detail = f"{encrypted} message files encrypted" + (
+        f"; not judged, no longer in the description: {', '.join(gone)}" if gone else ""
+    )
     if plain:
         listed = ", ".join(f"{box}: {n}" for box, n in sorted(plain.items()))
         return Item(

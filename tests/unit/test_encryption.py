@@ -201,7 +201,10 @@ def test_audit_fails_plain_files_only_of_mailboxes_that_encrypt(site_file: Path)
             ("plain", "crypt.example/office"): 1,  # a shared mailbox with none
         }
     )
-    assert judge(files, site).status == "pass"
+    files[("plain", "crypt.example/removed")] = 2  # a mailbox no longer described: named only
+    passed = judge(files, site)
+    assert passed.status == "pass"
+    assert "no longer in the description: crypt.example/removed" in passed.detail
     files[("plain", "crypt.example/ben")] = 4
     item = judge(files, site)
     assert item.status == "fail"
