@@ -17,37 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack_footprint import ROOT  # the bench scripts share the demo copy
+from stack_footprint import site_copy as demo_copy
+
 MAILSTACK = Path(sys.executable).with_name("mailstack")
 USER = "alice@example.test"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def site_copy(directory: Path) -> Path:
-    text = (ROOT / "examples" / "demo.yaml").read_text()
-    text = re.sub(r"^site: \S+$", f"site: bench-{secrets.token_hex(3)}", text, flags=re.M)
-    ports = iter(free_ports(16))
-    text = re.sub(r"^(    [a-z0-9]+): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M)
-    text += f"\nbackup:\n  repository: {directory / 'repository'}\n  schedule: '*-1-1 00:00'\n"
-    target = directory / "site.yaml"
-    target.write_text(text)
+    """stack_footprint's copy of the demo site, with a backup to a path in ``directory``."""
+    target = demo_copy(directory)
+    backup = f"\nbackup:\n  repository: {directory / 'repository'}\n  schedule: '*-1-1 00:00'\n"
+    target.write_text(target.read_text() + backup)
     return target
 
 

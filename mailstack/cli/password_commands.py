@@ -102,7 +102,8 @@ def recovery_key(
 def _apply(site: Path, output: Path | None, state: Path | None, vault: Vault | None, *, hosts: bool) -> None:
     """The running local stack (if one runs) and the site's hosts take the new hash and key."""
     p = project(site, output, state)
-    if engine.container_ids(p):
+    running = bool(engine.container_ids(p))
+    if running:
         engine.up(p, timeout=180, base=None, bootstrap=False, say=out.print)
         out.print("the running local stack has the new password")
     if hosts and p.site.hosts:
@@ -112,7 +113,7 @@ def _apply(site: Path, output: Path | None, state: Path | None, vault: Vault | N
             p.site, p.out_dir, p.state_dir, DeployOptions(tags="stack"), vault=vault, say=show.plain
         )
         show.deploy(result)
-    elif not engine.container_ids(p):
+    elif not running:
         out.print("no local stack runs and the site has no hosts: the next `up` carries the change")
 
 
