@@ -9,6 +9,7 @@ from typing import Any
 
 from mailstack.audit.report import Item
 from mailstack.remote import RemoteError, Shell
+from mailstack.render.dovecot import mail_home
 from mailstack.site.encryption import mode_of
 from mailstack.site.models import Site
 
@@ -39,9 +40,9 @@ def at_rest_item(shell: Shell, containers: dict[str, dict[str, Any]], site: Site
 def judge(files: Counter[tuple[str, str]], site: Site) -> Item:
     """``files``: (enc|plain, domain/user) → message files; plain files of a mailbox whose mode
     encrypts fail (they were written before encryption was on, or it does not work)."""
-    modes = {_home(m.address): mode_of(site, m.address) for m in site.mailboxes}
-    modes |= {_home(s.address): s.encryption for s in site.shared_mailboxes}
-    modes[_home(site.probe_address)] = "site"
+    modes = {mail_home(m.address): mode_of(site, m.address) for m in site.mailboxes}
+    modes |= {mail_home(s.address): s.encryption for s in site.shared_mailboxes}
+    modes[mail_home(site.probe_address)] = "site"
     encrypted = sum(n for (kind, _), n in files.items() if kind == "enc")
     plain = {
         box: n for (kind, box), n in files.items() if kind == "plain" and modes.get(box, "none") != "none"
@@ -62,9 +63,3 @@ def judge(files: Counter[tuple[str, str]], site: Site) -> Item:
             SOURCE,
         )
     return Item("mail.at_rest", "stored mail is encrypted as described", "pass", detail, SOURCE)
-
-
-def _home(address: str) -> str:
-    """The mail home under /var/vmail (dovecot.conf's mail_home: <domain>/<local part>)."""
-    local, _, domain = address.partition("@")
-    return f"{domain}/{local}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from mailstack.check.inside import Ran, project_services, run_in
 from mailstack.check.results import Result, failed, passed, warned
 from mailstack.remote import Shell
+from mailstack.render.dovecot import MAIL_ROOT, mail_home
 from mailstack.site.encryption import MODES, mode_of
 from mailstack.site.models import Site
 
@@ -43,8 +44,7 @@ def disk_checker(shell: Shell, project: str, site: Site) -> Callable[[str], Resu
             return failed(
                 DISK_PROBE, f"could not list the containers: {running}", "run check where docker works"
             )
-        local, _, domain = site.probe_address.partition("@")
-        maildir = f"/var/vmail/{domain}/{local}/Maildir"
+        maildir = f"{MAIL_ROOT}/{mail_home(site.probe_address)}/Maildir"
         heads = run_in(
             shell,
             running.get("dovecot"),

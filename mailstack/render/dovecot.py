@@ -120,6 +120,14 @@ ACL_SHARING_MAP = "/var/vmail/.acl-sharing-map"
 SHARED_PREFIX = "shared/$user/"
 # mail_uid and mail_gid in dovecot.conf: the image's virtual mail owner.
 MAIL_USER = "vmail"
+# The mail volume inside dovecot; dovecot.conf's mail_home is <domain>/<local part> under it.
+MAIL_ROOT = "/var/vmail"
+
+
+def mail_home(address: str) -> str:
+    """An address's mail home, relative to MAIL_ROOT (dovecot.conf's mail_home)."""
+    local, _, domain = address.partition("@")
+    return f"{domain}/{local}"
 
 
 @dataclass(frozen=True)
