@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/pytest --durations=15
 
 .DEFAULT_GOAL := help
-.PHONY: help install images demo test test-unit test-integration test-world test-e2e lint fmt golden clean
+.PHONY: help install images demo test test-unit test-integration test-world test-e2e bench lint fmt golden clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test-world: images  ## The test world: a signed DNS, sites that reach each other
 
 test-e2e: images  ## Ansible against a server container
 	$(PYTEST) -m e2e
+
+bench: images  ## Benchmarks (not in `make test`): delivery with and without the milter, IMAP, memory, load, fuzz
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
 lint: install  ## ruff, mypy (strict), import-linter (layers), yamllint, ansible-lint
 	$(BIN)/ruff check .
