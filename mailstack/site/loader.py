@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLWarning
+from ruamel.yaml.reader import ReaderError
 
 from mailstack.errors import SiteFileError, SiteValidationError
 from mailstack.site.models import Loc, Site, _dotted
@@ -112,8 +113,17 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise SiteValidationError(source, [f"YAML syntax error{where}: {what}"]) from None
+    except ReaderError as exc:
+        # Its message spans two lines and counts characters from the start of the file.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        problem = (
+            f"YAML syntax error (line {line}, column {column}): character U+{exc.character:04X} is not "
+            f'allowed in YAML; inside double quotes write it as "\\u{exc.character:04x}"'
+        )
+        raise SiteValidationError(source, [problem]) from None
     except YAMLError as exc:
-        raise SiteValidationError(source, [f"YAML syntax error: {exc}"]) from None
+        raise SiteValidationError(source, [f"YAML syntax error: {' '.join(str(exc).split())}"]) from None
     except ValueError as exc:
         # ruamel's constructors call int() and datetime() unguarded: a 5000-digit number,
         # a timestamp like 2001-13-45.

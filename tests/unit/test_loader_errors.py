@@ -130,3 +130,13 @@ def test_an_odd_key_stays_on_its_problem_line(tmp_path: Path) -> None:
     result = validate_text(tmp_path, BASE + '"a\\nb": 1\n')
     assert "  ['a\\nb'] (line 25): unknown field 'a\\nb'" in result.stderr
     assert len(result.stderr.splitlines()) == 2
+
+
+def test_a_control_character_is_refused_at_its_line_and_column(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, BASE.replace("site: test", "site: te\x7fst"))
+    assert result.exit_code == 1
+    assert (
+        "  YAML syntax error (line 2, column 9): character U+007F is not allowed in YAML; "
+        'inside double quotes write it as "\\u007f"\n'
+    ) in result.stderr
+    assert len(result.stderr.splitlines()) == 2
