@@ -111,7 +111,8 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        # One line, whatever the values ruamel quotes hold (a duplicate key's, with a newline).
+        what = " ".join(" ".join(str(p) for p in (exc.context, exc.problem) if p).split())
         raise SiteValidationError(source, [f"YAML syntax error{where}: {what}"]) from None
     except ReaderError as exc:
         # Its message spans two lines and counts characters from the start of the file.

@@ -140,3 +140,10 @@ def test_a_control_character_is_refused_at_its_line_and_column(tmp_path: Path) -
         'inside double quotes write it as "\\u007f"\n'
     ) in result.stderr
     assert len(result.stderr.splitlines()) == 2
+
+
+def test_a_duplicate_key_with_a_newline_in_its_value_stays_on_one_line(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, BASE.replace("site: test", 'site: "\\ntest"') + 'site: "\\ntest"\n')
+    assert result.exit_code == 1
+    assert 'found duplicate key "site" with value " test" (original value: " test")' in result.stderr
+    assert len(result.stderr.splitlines()) == 2
