@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 import idna
@@ -17,16 +18,23 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
+# Postfix and Dovecot keep sizes in signed 64-bit integers.
+MAX_SIZE = 2**63 - 1
+
+
 def parse_size(value: Any) -> int:
     """``25M`` → bytes (1024-based, as Postfix and Dovecot count). Plain integers are bytes."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size such as 25M or 2G, got {value!r}")
     if isinstance(value, int):
-        number, unit = float(value), ""
+        number, unit = Decimal(value), ""
     elif isinstance(value, str) and (match := _SIZE.match(value)):
-        number, unit = float(match.group(1)), match.group(2).upper()
+        # Decimal, not float: a float of a 400-digit number overflows (OverflowError, a traceback).
+        number, unit = Decimal(match.group(1)), match.group(2).upper()
     else:
         raise ValueError(f"expected a size such as 25M or 2G (suffix K, M, G or T), got {value!r}")
+    if number * _UNITS[unit] > MAX_SIZE:
+        raise ValueError(f"size is beyond what Postfix and Dovecot count (8388608T), got {value!r}")
     size = int(number * _UNITS[unit])
     if size < 1:
         raise ValueError(f"size must be positive, got {value!r}")
@@ -63,9 +71,22 @@ def parse_domain(value: Any) -> str:
                 f"{value!r} is not a valid domain name: label {label!r} must be 1-63 letters, "
                 "digits or hyphens, not starting or ending with a hyphen"
             )
+        if label.startswith("xn--"):
+            _check_a_label(value, label)
     if labels[-1].isdigit():
         raise ValueError(f"{value!r} is not a domain name (its last label is numeric)")
     return name
+
+
+def _check_a_label(value: str, label: str) -> None:
+    """An ``xn--`` label must be the Punycode of a valid IDNA label: resolvers and TLS
+    libraries refuse the others, so the site would validate here and fail in the wild."""
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(
+            f"{value!r} is not a valid domain name: {label!r} is no valid A-label ({exc})"
+        ) from None
 
 
 # RFC 5322 dot-atom text; '+' is left out because it is the recipient delimiter.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,18 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.composer import MaxDepthExceededError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLWarning
+from ruamel.yaml.reader import ReaderError
 
 from mailstack.errors import SiteFileError, SiteValidationError
 from mailstack.site.models import Loc, Site, _dotted
 from mailstack.site.tls import ca_bundle_problem
 
 Lines = dict[Loc, int]
+
+# A site nests six levels at most; this leaves room and stops a runaway file early.
+MAX_DEPTH = 50
 
 
 def load_site(path: Path) -> Site:
@@ -87,15 +94,42 @@ def _read(path: Path) -> str:
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     yaml = YAML(typ="rt")  # round-trip mode keeps line numbers; it rejects duplicate keys
+    # Without a bound, ruamel composes nested collections recursively (a RecursionError) and
+    # its scanner slows quadratically: a 5000-deep list took seconds to fail.
+    yaml.max_depth = MAX_DEPTH
     try:
-        doc = yaml.load(text)
+        with warnings.catch_warnings():
+            # Such as a reused anchor, which YAML allows (the alias means the latest): no
+            # reason to print a Python warning, with ruamel's source line, to a user.
+            warnings.simplefilter("ignore", YAMLWarning)
+            doc = yaml.load(text)
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = f"YAML syntax error{where}: values nested more than {MAX_DEPTH} levels deep"
+        raise SiteValidationError(source, [problem]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        # One line, whatever the values ruamel quotes hold (a duplicate key's, with a newline).
+        what = " ".join(" ".join(str(p) for p in (exc.context, exc.problem) if p).split())
         raise SiteValidationError(source, [f"YAML syntax error{where}: {what}"]) from None
+    except ReaderError as exc:
+        # Its message spans two lines and counts characters from the start of the file.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        problem = (
+            f"YAML syntax error (line {line}, column {column}): character U+{exc.character:04X} is not "
+            f'allowed in YAML; inside double quotes write it as "\\u{exc.character:04x}"'
+        )
+        raise SiteValidationError(source, [problem]) from None
     except YAMLError as exc:
-        raise SiteValidationError(source, [f"YAML syntax error: {exc}"]) from None
+        raise SiteValidationError(source, [f"YAML syntax error: {' '.join(str(exc).split())}"]) from None
+    except ValueError as exc:
+        # ruamel's constructors call int() and datetime() unguarded: a 5000-digit number,
+        # a timestamp like 2001-13-45.
+        what = str(exc).partition("; use sys.set_int_max_str_digits")[0]  # advice for programmers
+        raise SiteValidationError(source, [f"YAML syntax error: a value cannot be read: {what}"]) from None
     if not isinstance(doc, CommentedMap):
         kind = (
             "an empty file"
@@ -109,15 +143,47 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:
             [f"(line 1): the site file must be a mapping of fields (site, hostname, …), not {kind}"],
         )
     lines: Lines = {(): doc.lc.line + 1}
-    return _plain(doc, (), lines), lines
+    data = _plain(doc, (), lines)
+    if surrogates := sorted(_surrogates(data), key=lambda loc: _line(loc, lines)):
+        raise SiteValidationError(
+            source,
+            [
+                f"{_dotted(loc)} (line {_line(loc, lines)}): has an escaped UTF-16 surrogate "
+                "(\\ud800-\\udfff) that is no character; write the character itself"
+                for loc in surrogates
+            ],
+        )
+    return data, lines
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogates(node: Any, loc: Loc = ()) -> Iterator[Loc]:
+    """Where a string (a value or a key) holds a lone surrogate, which a YAML "\\ud800" escape
+    makes and no output file can encode."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if _SURROGATE.search(key):
+                yield (*loc, key)
+            else:
+                yield from _surrogates(value, (*loc, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _surrogates(value, (*loc, i))
+    elif isinstance(node, str) and _SURROGATE.search(node):
+        yield loc
 
 
 def _plain(node: Any, loc: Loc, lines: Lines) -> Any:
     """Turn ruamel's round-trip nodes into plain Python values, recording each item's line."""
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
+        positions = node.lc.data or {}
         for key, value in node.items():
-            line = node.lc.key(key)[0] + 1
+            # A key that a merge (<<: *anchor) brought in has no place of its own: the mapping's.
+            position = positions.get(key)
+            line = (position[0] if position else node.lc.line) + 1
             key_text = str(key)
             lines[(*loc, key_text)] = line
             out[key_text] = _plain(value, (*loc, key_text), lines)

@@ -489,9 +489,17 @@ def _find_cycle(start: str, graph: dict[str, list[str]]) -> list[str] | None:
 
 
 def _dotted(loc: Loc) -> str:
+    """``mailboxes[0].address``. A key that is empty, has blanks at its ends or unprintable
+    characters (a newline, a zero-width space, a lone surrogate) is quoted, ``['a\\nb']``:
+    each problem stays on its one line and can be printed whatever the key holds."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.isprintable() or part != part.strip() or not part:
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 

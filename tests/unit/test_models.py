@@ -63,6 +63,13 @@ def test_bad_sizes(bad: object) -> None:
         parse_size(bad)
 
 
+@pytest.mark.parametrize("huge", [10**400, "9" * 400, "9" * 400 + "M", 2**63])
+def test_huge_sizes_are_refused_not_overflowed(huge: object) -> None:
+    # Found by the fuzzer: float() of these raised OverflowError, a traceback.
+    with pytest.raises(ValueError, match="beyond what Postfix and Dovecot count"):
+        parse_size(huge)
+
+
 def test_format_size_round_trips() -> None:
     assert format_size(25 * 1024**2) == "25M"
     assert format_size(1536 * 1024**2) == "1536M"
@@ -73,6 +80,17 @@ def test_addresses_and_domains_are_normalised() -> None:
     assert parse_address("Alice.Smith@Example.ORG") == "alice.smith@example.org"
     assert parse_domain("Bücher.Example.") == "xn--bcher-kva.example"
     assert parse_address("o'neil@bücher.example") == "o'neil@xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("bad", ["xn--a.example", "mail.xn--zz-zzzz.example", "XN--LS8H.example"])
+def test_a_labels_must_be_valid_punycode(bad: str) -> None:
+    # Found by the fuzzer: an ASCII name skipped the IDNA check, so any xn-- label passed.
+    with pytest.raises(ValueError, match="no valid A-label"):
+        parse_domain(bad)
+
+
+def test_valid_a_labels_pass_in_any_case() -> None:
+    assert parse_domain("XN--MNCHEN-3YA.Example") == "xn--mnchen-3ya.example"
 
 
 @pytest.mark.parametrize(
