@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fuzz_sites import fuzz  # noqa: E402
 from tests.unit.test_fuzz_sites import SCRATCH  # noqa: E402
+
+
+def share(examples: int, plans: int, full_renders: int, seed: int) -> dict[str, int]:
+    """One process's part: its own scratch directory and seed."""
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as workdir:
+        return dict(fuzz(Path(workdir), examples, plans=plans, full_renders=full_renders, seed=seed))
 
 
 def main() -> None:
@@ -32,22 +41,30 @@ def main() -> None:
         "--plans", type=int, default=None, help="valid sites also rendered in memory [default: all]"
     )
     parser.add_argument("--full-renders", type=int, default=10, help="valid sites through `mailstack render`")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes [default: one per core]"
+    )
     args = parser.parse_args()
     chosen = secrets.randbelow(2**32) if args.seed is None else args.seed
-    print(f"{args.examples} fuzzed site files, seed {chosen}", flush=True)
+    print(f"{args.examples} fuzzed site files, seed {chosen} (+ one per further process)", flush=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as workdir:
-        outcomes = fuzz(
-            Path(workdir),
-            args.examples,
-            plans=args.examples if args.plans is None else args.plans,
-            full_renders=args.full_renders,
-            seed=chosen,
-        )
+    plans = args.examples if args.plans is None else args.plans
+    jobs = max(1, min(args.jobs, args.examples))
+    # Each process draws its own files (seed, seed + 1, …): a failure names its seed.
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        parts = [
+            pool.submit(share, args.examples // jobs + (i < args.examples % jobs), plans // jobs,
+                        args.full_renders if i == 0 else 0, chosen + i)
+            for i in range(jobs)
+        ]  # fmt: skip
+        outcomes: Counter[str] = Counter()
+        for part in parts:
+            outcomes.update(part.result())
     seconds = time.perf_counter() - started
     total = sum(outcomes.values())
     result = {
         "seed": chosen,
+        "jobs": jobs,
         "examples": total,
         "valid": outcomes["valid"],
         "refused": outcomes["refused"],
