@@ -176,15 +176,14 @@ def test_a_crash_mid_delivery_loses_nothing_delivers_once_and_the_service_comes_
         stack.notes.append(f"kill dovecot: {len(deferrals)} deliveries deferred by it")
         assert deferrals, "no delivery to dovecot was deferred by the crash: the requeue was not exercised"
         assert any("requeue-local" in line and "answers again" in line for line in log), log[-20:]
-        # Deliveries that Dovecot stored before it died, retried by Postfix: discarded by the
-        # deduplicate script (sieve/deduplicate.sieve), or they would be duplicates above.
+        # Retries of deliveries Dovecot completed are discarded by sieve/deduplicate.sieve.
         dovecot = stack.compose("logs", "--no-color", "--since", since, "dovecot").stdout
         discarded = dovecot.count("discard action")
-        # Exactly once, but for one window: Dovecot stored a message and died before it
-        # recorded the message's key (sieve/deduplicate.sieve) and before it answered.
-        # Postfix names each delivery that may have hit it: the connection was lost after
-        # the end of the data ("message may be sent more than once"). A second copy of any
-        # other message is a failure; of these, the deduplicate script catches most.
+        # Exactly once, but for one window that nothing here closes: Dovecot stored a
+        # message and died before it answered (and before the deduplicate script recorded
+        # its key). Postfix names each delivery that may have hit it: the connection was
+        # lost after the end of the data ("message may be sent more than once"). A second
+        # copy of any other message is a failure.
         unanswered = [line for line in log if "may be sent more than once" in line]
         stack.notes.append(
             f"kill dovecot: {len(unanswered)} deliveries lost their answer after the data, "
