@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mailstack.check import at_rest, certificate, inside, published, roundtrip, transport, web
 from mailstack.check.backup import backup_results
+from mailstack.check.disk import disk_results
 from mailstack.check.probe import client_host
 from mailstack.check.results import CheckReport, Result, failed
 from mailstack.check.transport import Endpoint
@@ -60,6 +61,8 @@ def run_check(
     shell = Shell(target, site_dir)
     report.results += inside.stack_results(shell, project_name(site), site, local=target is None)
     report.results += backup_results(shell, project_name(site), site)
+    # A full disk refuses mail (4xx) and stalls the queue: named before the round trip fails on it.
+    report.results += disk_results(shell, project_name(site), site)
     with _endpoints(site, target, site_dir) as endpoints:
         report.results += transport.port_results(list(endpoints.values()), site.hostname, context)
         if "smtp" in endpoints:

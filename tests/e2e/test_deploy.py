@@ -8,7 +8,8 @@ ansible-vault) → a mail round trip → the hardened host → an idempotent re-
 mode → a new mailbox → a deploy that fails on purpose → a removed mailbox.
 
 TestCloudServer deploys to the other kind, a cloud image, as its sudo user, with the
-server cut off from Debian's mirror (`packages: cache`): deploy, changed=0, a round trip.
+server cut off from Debian's mirror (`packages: cache`): deploy, changed=0, a round trip,
+then a restart of the server's Docker engine while three clients send on port 25 (issue #16).
 
 Build mode runs where it matters: the failing deploy builds on the server from a base
 image in which nothing can run. (A successful build on the server needs a base image
@@ -22,7 +23,11 @@ import json
 import re
 import secrets
 import smtplib
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
+from email.message import EmailMessage
 
 import pytest
 
@@ -41,6 +46,7 @@ from tests.e2e.hardening import (
     wait_for_ssh_login,
 )
 from tests.e2e.harness import EGRESS_TABLE, MAIL_PORTS, ServerFactory
+from tests.integration.traffic import Traffic, outcome, retry_within, wait_for_copies
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +75,15 @@ SYSCTL_LIVE = {
     "net.ipv6.conf.all.accept_redirects": "0",
 }
 LYNIS_TARGET = 80
+
+#: The engine restart (issue #16, 3): three clients on port 25, each sending until the engine
+#: has been back this long, at most this many messages each.
+SENDERS = 3
+SEND_AFTER_RESTART = 5.0
+MESSAGES_PER_SENDER = 150
+#: Mail from outside the site (port 25 refuses its own domain without a login).
+OUTSIDE_SENDER = "someone@sender-e2e.invalid"
+OUTSIDE_HELO = "mx.sender-e2e.invalid"
 
 #: The message files of a maildir (their names hold no spaces).
 MESSAGES = "find {}/Maildir -type f \\( -path '*/new/*' -o -path '*/cur/*' \\)"
@@ -512,3 +527,90 @@ class TestCloudServer:
         site.submit("alice", ["alice"], hello)
         site.wait_for_imap("alice", hello)
         assert hello in site.pop3_subjects("alice")
+
+    def test_a_docker_engine_restart_during_delivery_loses_nothing(
+        self, cloud_deployment: Deployment, note: Note
+    ) -> None:
+        """`systemctl restart docker` on the server while three clients send on port 25:
+        with live-restore (mailstack_docker's daemon.json) the containers keep running, and
+        every message that got 250 after DATA is in the mailbox exactly once."""
+        site, server = cloud_deployment, cloud_deployment.server
+        needs(site, "deployed")
+        daemon = json.loads(server.exec(["cat", "/etc/docker/daemon.json"]).stdout)
+        assert daemon.get("live-restore") is True, daemon
+        before = site.containers()
+        traffic = Traffic(subject("engine restart"))
+        over = threading.Event()
+
+        def send(sender: int) -> None:
+            for n in range(MESSAGES_PER_SENDER):
+                if over.is_set():
+                    return
+                title = f"{traffic.prefix} {sender}-{n}"
+                seen = send_on_port_25(site, title)
+                traffic.record(title, seen)
+                time.sleep(0.1 if seen == "250" else 0.5)
+
+        threads = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(SENDERS)]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(traffic.accepted) < 10:
+                assert time.monotonic() < deadline, f"not 10 messages accepted in 60 s: {traffic.summary()}"
+                time.sleep(0.2)
+            started = time.monotonic()
+            server.exec("systemctl restart docker", timeout=180)
+            restarted = time.monotonic() - started
+            time.sleep(SEND_AFTER_RESTART)
+        finally:
+            over.set()
+            for thread in threads:
+                thread.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a sender hung"
+        health = site.wait_healthy(SERVICES, timeout=180)
+        assert all(health.get(s) == "healthy" for s in SERVICES), health
+        # live-restore: the same containers, never restarted.
+        assert site.containers() == before, "containers were restarted or recreated by the engine restart"
+        # Mail that Postfix deferred while the engine's DNS was away waits for Postfix's
+        # retry (its queue run and backoff); delivered by itself within that, never lost.
+        schedule = site.compose("exec -T postfix postconf -h queue_run_delay minimal_backoff_time")
+        resume_within = retry_within(schedule) + 60
+        back = time.monotonic()
+        queued = site.compose("exec -T postfix postqueue -p", check=False)
+        try:
+            wait_for_copies(
+                lambda: site.imap_subjects("alice"),
+                traffic.prefix,
+                traffic.accepted,
+                timeout=resume_within,
+                what=f"all {len(traffic.accepted)} accepted messages in alice's INBOX",
+            )
+        finally:
+            copies = Counter(s for s in site.imap_subjects("alice") if s.startswith(traffic.prefix))
+            twice = sorted(s for s, n in copies.items() if n > 1)
+            reasons = Counter(line.strip() for line in queued.splitlines() if line.strip().startswith("("))
+            note(
+                f"docker restart on the server ({restarted:.0f} s) during delivery: {traffic.summary()}; "
+                f"{len(copies)} delivered, {len(twice)} twice, all there {time.monotonic() - back:.0f} s "
+                f"after the engine was back (bound {resume_within:.0f} s); queued then: {dict(reasons)}"
+            )
+        lost = set(traffic.accepted) - set(copies)
+        assert not lost, f"lost: {sorted(lost)}"
+        assert not twice, f"delivered more than once: {twice}"
+        assert not [code for code in traffic.refused if code.startswith("5")], traffic.summary()
+
+
+def send_on_port_25(site: Deployment, title: str) -> str:
+    """One message from outside to alice on the server's port 25 (see traffic.outcome)."""
+    message = EmailMessage()
+    message["From"] = OUTSIDE_SENDER
+    message["To"] = site.address("alice")
+    message["Subject"] = title
+    message["Message-ID"] = f"<{secrets.token_hex(8)}@sender-e2e.invalid>"
+    message.set_content(f"{title}\n")
+
+    def connect() -> smtplib.SMTP:
+        return smtplib.SMTP(site.server.host, site.server.port(25), local_hostname=OUTSIDE_HELO, timeout=30)
+
+    return outcome(connect, message, OUTSIDE_SENDER)

@@ -48,6 +48,9 @@ PASSWORDS: dict[str, str] = {
     CAROL: "Cärol-quota-3",  # ARGON2ID, quota 1M
     DAVE: "Dävë-schlüssel-4",  # ARGON2ID, second domain
 }
+# The rate-limited mailbox of the fixture site (send_rate 2/1h): test_hardening, test_faults.
+FRANK = "frank@itest.example"
+FRANK_PASSWORD = "Fränk-limit-6"
 # A mailbox that test_lifecycle adds to the site file while the stack runs.
 ERIN = "erin@itest.example"
 ERIN_PASSWORD = "Érin-neu-5"
@@ -397,6 +400,25 @@ class Stack:
             if int(data[0] or 0):
                 imap.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
                 imap.expunge()
+
+
+def frank_submits(stack: Stack, rcpt: list[str], subject: str) -> tuple[int, str]:
+    """One message from frank (send_rate 2/1h) on 587; the final reply code and text."""
+    smtp = stack.smtp("submission")
+    try:
+        smtp.ehlo()
+        smtp.starttls(context=stack.tls_context())
+        smtp.ehlo()
+        code, reply = smtp_auth(smtp, FRANK, FRANK_PASSWORD)
+        assert code == 235, f"AUTH as {FRANK}: {code} {reply!r}"
+        try:
+            smtp.send_message(make_message(FRANK, rcpt, subject), from_addr=FRANK, to_addrs=rcpt)
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+            error = exc.smtp_error
+            return exc.smtp_code, error.decode() if isinstance(error, bytes) else str(error)
+        return 250, "accepted"
+    finally:
+        smtp.close()
 
 
 def fetch_by_subject(imap: imaplib.IMAP4, folder: str, subject: str) -> bytes | None:

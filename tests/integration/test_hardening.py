@@ -34,8 +34,10 @@ from tests.integration.stack import (
     ALICE,
     CLIENT_HELO,
     EXTERNAL_SENDER,
+    FRANK,
     SERVICES,
     Stack,
+    frank_submits,
     make_message,
     smtp_auth,
     token,
@@ -46,10 +48,6 @@ pytestmark = pytest.mark.integration
 SCANNER_SIDE = frozenset({"engine_problem"})
 
 CLIENT_PROTOCOLS = ("submission", "submissions", "imap", "imaps", "pop3", "pop3s", "managesieve", "https")
-
-# The rate-limited mailbox of the fixture site (send_rate 2/1h).
-FRANK = "frank@itest.example"
-FRANK_PASSWORD = "Fränk-limit-6"
 
 
 def tls_ports(stack: Stack) -> list[TlsPort]:
@@ -453,25 +451,6 @@ def test_a_bare_lf_message_on_25_yields_exactly_one_message(stack: Stack) -> Non
     assert b"MAIL FROM:" in delivered, "the smuggled commands are not in the one message"
     time.sleep(2)
     assert smuggled not in stack.subjects(ALICE), "a second, smuggled message was delivered"
-
-
-def frank_submits(stack: Stack, rcpt: list[str], subject: str) -> tuple[int, str]:
-    """One message from frank (send_rate 2/1h) on 587; the final reply code and text."""
-    smtp = stack.smtp("submission")
-    try:
-        smtp.ehlo()
-        smtp.starttls(context=stack.tls_context())
-        smtp.ehlo()
-        code, reply = smtp_auth(smtp, FRANK, FRANK_PASSWORD)
-        assert code == 235, f"AUTH as {FRANK}: {code} {reply!r}"
-        try:
-            smtp.send_message(make_message(FRANK, rcpt, subject), from_addr=FRANK, to_addrs=rcpt)
-        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
-            error = exc.smtp_error
-            return exc.smtp_code, error.decode() if isinstance(error, bytes) else str(error)
-        return 250, "accepted"
-    finally:
-        smtp.close()
 
 
 def test_an_authenticated_user_over_his_send_rate_gets_a_4xx(stack: Stack) -> None:

@@ -47,7 +47,7 @@ def test_every_sieve_script_dovecot_names_is_rendered() -> None:
     tree = rendered()
     conf = tree["config/dovecot/dovecot.conf"]
     paths = re.findall(r"^\s*path = (/etc/dovecot/\S+\.sieve)$", conf, re.MULTILINE)
-    assert len(paths) == 3, paths
+    assert len(paths) == 4, paths
     for path in paths:
         assert in_container(path) in tree, path
     # Compiled where the sessions (vmail) may write: the directory the image's entrypoint makes.
