@@ -163,7 +163,13 @@ def test_a_crash_mid_delivery_loses_nothing_delivers_once_and_the_service_comes_
         )
     missing = accepted - set(copies)
     assert not missing, f"lost: {sorted(missing)}"
-    if service != "dovecot":
+    if service == "postfix":
+        # Postfix killed after Dovecot's 250 but before it marked the recipient done in the
+        # queue file delivers that message again after its restart (RFC 1047's window on
+        # the queue's side); at most the deliveries in flight: lmtp_destination_concurrency_limit.
+        in_flight = int(stack.exec("postfix", "postconf", "-h", "lmtp_destination_concurrency_limit").stdout)
+        assert len(twice) <= in_flight, f"delivered more than once: {twice}"
+    elif service != "dovecot":
         assert not twice, f"delivered more than once: {twice}"
     # What a client was refused, it was refused temporarily: it keeps the message and retries.
     permanent = {code: n for code, n in traffic.refused.items() if code.startswith("5")}

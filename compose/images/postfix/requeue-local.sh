@@ -7,7 +7,7 @@
 # It flushes the queue (`postqueue -f`, which also revives the destination that qmgr
 # marked dead) only when a deferred message names a lost or failed connection to the
 # LMTP host, that host now greets, and the last flush is a minute old: mail deferred for
-# other reasons (a full mailbox, a remote destination) keeps its backoff.
+# other reasons (a full mailbox or disk, a remote destination) keeps its backoff.
 set -u
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 STAMP=/tmp/requeue-local.last  # the container's tmpfs: a restart may flush at once
@@ -21,8 +21,9 @@ port=${nexthop##*:}
 case "$host" in ''|*[!A-Za-z0-9.-]*) exit 0 ;; esac
 
 # Connection-level reasons only: "connect to HOST[addr]:port", "lost connection with
-# HOST[addr]", "conversation with HOST[addr] timed out", a failed name lookup of HOST.
-postqueue -j 2>/dev/null | grep -Eq "\"delay_reason\": *\"[^\"]*((connect to|lost connection with|conversation with) $host\\[|name=$host type=)" || exit 0
+# HOST[addr]", "conversation with HOST[addr] timed out", a failed name lookup of HOST (as
+# while the Docker engine restarts: its DNS is away for a moment).
+postqueue -j 2>/dev/null | grep -Eq "\"delay_reason\": *\"[^\"]*((connect to|lost connection with|conversation with) $host\\[|name=$host type=|unable to look up host $host:)" || exit 0
 
 now=$(date +%s)
 last=$(cat "$STAMP" 2>/dev/null || echo 0)
