@@ -239,6 +239,19 @@ class Stack:
     def container_ids(self) -> dict[str, str]:
         return engine.container_ids(self.project)
 
+    def top(self, service: str, fields: str) -> list[list[str]]:
+        """The processes of ``service``'s container as `docker top … -eo FIELDS` lists them:
+        one row per process, split into the fields (the last one keeps its spaces)."""
+        run = subprocess.run(
+            ["docker", "top", self.container_ids()[service], "-eo", fields],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        columns = fields.count(",") + 1
+        return [line.split(None, columns - 1) for line in run.stdout.splitlines()[1:] if line.strip()]
+
     def queue(self) -> list[dict[str, object]]:
         """The postfix queue as postqueue -j reports it (one JSON object per message)."""
         run = self.exec("postfix", "postqueue", "-j")

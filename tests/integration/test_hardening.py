@@ -595,14 +595,7 @@ def test_rspamd_and_redis_run_no_process_as_root(stack: Stack) -> None:
     privileges per process; rspamd and redis drop root entirely after their entrypoints."""
     containers = inspect(stack)
     for service in ("rspamd", "redis"):
-        run = subprocess.run(
-            ["docker", "top", str(containers[service]["Id"]), "-eo", "pid,ppid,uid,comm"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        rows = [line.split(None, 3) for line in run.stdout.splitlines()[1:] if line.strip()]
+        rows = stack.top(service, "pid,ppid,uid,comm")
         # The service is PID 1's tree; Docker's healthcheck runs beside it, exec'd as the
         # image's user (root) for a moment, and is not the daemon.
         state = containers[service]["State"]
@@ -611,8 +604,8 @@ def test_rspamd_and_redis_run_no_process_as_root(stack: Stack) -> None:
         while grown := {pid for pid, ppid, _, _ in rows if ppid in tree} - tree:
             tree |= grown
         daemon = [row for row in rows if row[0] in tree]
-        assert daemon, run.stdout
-        assert all(uid != "0" for _, _, uid, _ in daemon), f"{service} runs as root: {run.stdout}"
+        assert daemon, rows
+        assert all(uid != "0" for _, _, uid, _ in daemon), f"{service} runs as root: {rows}"
         status = stack.exec(service, "cat", "/proc/1/status").stdout
         assert re.search(r"^CapEff:\s+0+$", status, re.M), f"{service} PID 1 keeps capabilities:\n{status}"
 

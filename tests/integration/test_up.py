@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,8 @@ def test_rspamd_starts_from_the_hyperscan_databases_of_its_image(stack: Stack) -
     log = stack.logs("rspamd", 2000)
     assert "rspamd_url_init: initialized" in log, log[-2000:]
     assert re.search(r"full hyperscan database of \d+ regexps has been loaded", log), log[-2000:]
-    main = subprocess.run(
-        ["docker", "top", stack.container_ids()["rspamd"], "-eo", "pid,args"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    pid = next(line.split()[0] for line in main.splitlines() if "rspamd: main process" in line)
+    rows = stack.top("rspamd", "pid,args")
+    pid = next(pid for pid, args in rows if args.startswith("rspamd: main process"))
     status = Path(f"/proc/{pid}/status").read_text()
     heap = re.search(r"^RssAnon:\s+(\d+) kB", status, re.M)
     assert heap, status

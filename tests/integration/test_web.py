@@ -256,16 +256,9 @@ def test_https_offers_tls12_13_with_ecdhe_aead_in_server_order_and_both_certific
 
 
 def test_nginx_runs_without_root_and_reloads(web: Stack) -> None:
-    top = subprocess.run(
-        ["docker", "top", web.container_ids()["web"], "-eo", "pid,uid,comm"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    rows = [line.split(None, 2) for line in top.stdout.splitlines()[1:] if line.strip()]
-    assert rows, top.stdout
-    assert all(uid != "0" for _, uid, _ in rows), f"web runs a process as root:\n{top.stdout}"
+    rows = web.top("web", "pid,uid,comm")
+    assert rows, "web lists no process"
+    assert all(uid != "0" for _, uid, _ in rows), f"web runs a process as root: {rows}"
     status = web.exec("web", "cat", "/proc/1/status").stdout
     assert re.search(r"^CapEff:\s+0+$", status, re.M), status
     reload = web.exec("web", "web-reload")
