@@ -29,7 +29,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_footprint import ROOT, free_ports
+from stack_footprint import ROOT, loaded_site
 
 MAILSTACK = Path(sys.executable).with_name("mailstack")
 PASSWORD = "bench-Paßwort-1"  # noqa: S105 - the bench mailboxes' own
@@ -38,24 +38,19 @@ BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 70)[:4000]
 
 
 def site_file(directory: Path, recipient: str, password_hash: str) -> Path:
-    text = (ROOT / "examples" / "demo.yaml").read_text()
-    site_id = f"bench-crypt-{directory.name[-6:].lower().replace('_', '0')}"
-    text = re.sub(r"^site: \S+$", f"site: {site_id}", text, flags=re.M)
-    ports = iter(free_ports(16))
-    text = re.sub(r"^(    [a-z0-9]+): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M)
-    limits = "limits:\n  clients:\n    connections: 200\n    connection_rate: 100000\n"
-    limits += "    message_rate: 100000\n    auth_rate: 100000\n"
-    text = text.replace("limits:\n", limits, 1)
     boxes = "".join(
         f'  - address: {mode.replace("_", "")}@example.test\n    password_hash: "{password_hash}"\n'
         f"    encryption: {mode}\n"
         for mode in MODES
     )
-    text = text.replace("mailboxes:\n", "mailboxes:\n" + boxes, 1)
-    text += f"\nencryption:\n  recovery: {recipient}\n"
-    path = directory / "site.yaml"
-    path.write_text(text)
-    return path
+    site_id = f"bench-crypt-{directory.name[-6:].lower().replace('_', '0')}"
+    return loaded_site(
+        directory,
+        site_id,
+        connections=200,
+        mailboxes=boxes,
+        extra=f"\nencryption:\n  recovery: {recipient}\n",
+    )
 
 
 def mailstack(*args: str, stdin: str = "") -> str:

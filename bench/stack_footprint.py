@@ -42,11 +42,28 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def site_copy(directory: Path) -> Path:
+def demo_text(site_id: str) -> str:
+    """examples/demo.yaml as site ``site_id`` on free ports of this machine."""
     text = (ROOT / "examples" / "demo.yaml").read_text()
-    text = re.sub(r"^site: \S+$", f"site: bench-{secrets.token_hex(3)}", text, flags=re.M)
+    text = re.sub(r"^site: \S+$", f"site: {site_id}", text, flags=re.M)
     ports = iter(free_ports(16))
-    text = re.sub(r"^(    [a-z0-9]+): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M)
+    return re.sub(r"^(    [a-z0-9]+): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M)
+
+
+def site_copy(directory: Path) -> Path:
+    target = directory / "site.yaml"
+    target.write_text(demo_text(f"bench-{secrets.token_hex(3)}"))
+    return target
+
+
+def loaded_site(directory: Path, site_id: str, *, connections: int, mailboxes: str, extra: str = "") -> Path:
+    """The demo (demo_text) for throughput runs: the client limits lifted, ``mailboxes`` (YAML
+    list items) before the demo's own, ``extra`` (top-level YAML) at the end."""
+    text = demo_text(site_id)
+    limits = f"limits:\n  clients:\n    connections: {connections}\n    connection_rate: 100000\n"
+    limits += "    message_rate: 100000\n    auth_rate: 100000\n"
+    text = text.replace("limits:\n", limits, 1)
+    text = text.replace("mailboxes:\n", "mailboxes:\n" + mailboxes, 1) + extra
     target = directory / "site.yaml"
     target.write_text(text)
     return target

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_footprint import ROOT, free_ports
+from stack_footprint import ROOT, loaded_site
 
 MAILSTACK = Path(sys.executable).with_name("mailstack")
 PASSWORD = "bench-Paßwort-1"  # noqa: S105 - the bench mailboxes' own
@@ -69,22 +69,12 @@ def box(n: int) -> str:
 
 
 def site_file(directory: Path, password_hash: str) -> Path:
-    text = (ROOT / "examples" / "demo.yaml").read_text()
-    site_id = f"bench-{directory.name[-6:].lower().replace('_', '0')}"
-    text = re.sub(r"^site: \S+$", f"site: {site_id}", text, flags=re.M)
-    ports = iter(free_ports(16))
-    text = re.sub(r"^(    [a-z0-9]+): \d+$", lambda m: f"{m.group(1)}: {next(ports)}", text, flags=re.M)
-    limits = "limits:\n  clients:\n    connections: 500\n    connection_rate: 100000\n"
-    limits += "    message_rate: 100000\n    auth_rate: 100000\n"
-    text = text.replace("limits:\n", limits, 1)
     boxes = "".join(
         f'  - address: {address}\n    password_hash: "{password_hash}"\n'
         for address in [SINK, *(box(n) for n in range(1, BOXES + 1))]
     )
-    text = text.replace("mailboxes:\n", "mailboxes:\n" + boxes, 1)
-    path = directory / "site.yaml"
-    path.write_text(text)
-    return path
+    site_id = f"bench-{directory.name[-6:].lower().replace('_', '0')}"
+    return loaded_site(directory, site_id, connections=500, mailboxes=boxes)
 
 
 class Bench:
