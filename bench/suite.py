@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -153,17 +154,18 @@ class Bench:
         return result
 
     # -- mail --------------------------------------------------------------------------------
+    @cached_property
+    def mail_volume(self) -> Path:
+        """Where the engine keeps the mail volume (it exists once the stack is up)."""
+        volume = f"{self.project}_mail"
+        return Path(run("docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume).strip())
+
     def counts(self) -> dict[str, int]:
         """Messages in each mailbox's INBOX, counted as Maildir files on the mail volume from
         the host: doveadm opening 51 mailboxes four times a second would load the stack it
         measures."""
-        if not hasattr(self, "_mail"):
-            volume = f"{self.project}_mail"
-            self._mail = Path(
-                run("docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume).strip()
-            )
         found = {}
-        for domain in self._mail.iterdir() if self._mail.exists() else ():
+        for domain in self.mail_volume.iterdir() if self.mail_volume.exists() else ():
             for user in domain.iterdir():
                 maildir = user / "Maildir"
                 found[f"{user.name}@{domain.name}"] = sum(
