@@ -277,8 +277,9 @@ def imap_clients(port: int, addresses: list[str], stop: threading.Event | None =
                     with lock:
                         logins.append(time.monotonic() - started)
                 # As a mail client that stays connected: select again, fetch every body.
-                imap.select("INBOX", readonly=True)
-                _, data = imap.fetch("1:*", "(BODY.PEEK[])")
+                _, exists = imap.select("INBOX", readonly=True)
+                # An empty INBOX has no 1:* (BAD from FETCH).
+                data = imap.fetch("1:*", "(BODY.PEEK[])")[1] if exists[0] != b"0" else []
                 with lock:
                     fetched.append(sum(1 for item in data if isinstance(item, tuple)))
             except (OSError, imaplib.IMAP4.error) as exc:

@@ -19,8 +19,8 @@ logs=$(mktemp -d "${TMPDIR:-/tmp}/mailstack-tests.XXXXXX")
 names=(integration disk-full world e2e-lifecycle e2e-other)
 selection() {  # the pytest arguments that pick a run's tests
     case $1 in
-        # The full disk waits ten minutes on Postfix's retry schedule, mostly idle: beside
-        # the others rather than after them.
+        # The full disk waits, mostly idle, for the once-a-minute retry of what Dovecot
+        # deferred: beside the others rather than after them.
         integration) args=(-m integration --ignore=tests/integration/test_disk_full.py) ;;
         disk-full) args=(-m integration tests/integration/test_disk_full.py) ;;
         world) args=(-m world) ;;
