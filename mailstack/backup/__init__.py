@@ -295,6 +295,19 @@ def check_repository(target: Target, site_file: Path, *, quick: bool, say: Say) 
 
 
 # -- restore ------------------------------------------------------------------------------
+def _fill_rspamd_volume(target: Target) -> None:
+    """The backup leaves out Rspamd's compiled Hyperscan databases (caches); its image carries
+    them, and Docker copies them into the rspamd volume when a container of that image first
+    mounts it empty. Mounted first by the restore instead, the volume would stay without
+    them, and Rspamd would compile them again at its start and keep about 200 MiB more for
+    good (issue #16). So a container of the rspamd image mounts the new volume first."""
+    filled = target.run(
+        "run", "--rm", "--no-deps", "-T", "--entrypoint", "true", "rspamd", timeout=RUN_TIMEOUT
+    )
+    if filled.returncode != 0:
+        raise _fail("filling the new rspamd volume from its image", filled.returncode, filled.stderr.decode())
+
+
 def restore(
     target: Target, site_file: Path, snapshot: str | None, *, timeout: float, say: Say
 ) -> RestoreResult:
@@ -312,6 +325,7 @@ def restore(
     run = choose_run(list_runs(target, site_file), site, snapshot)
     say(f"restoring backup {run.id} of {run.time} UTC (run {run.run}) {target.where()}")
     result = RestoreResult(run)
+    _fill_rspamd_volume(target)
     caps = [f"--cap-add={cap}" for cap in RESTORE_CAPS]
     mounts = [f"--volume={v}:/restore/{v}" for v in RESTORED_VOLUMES]
     files = target.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-from pathlib import Path
 
 import pytest
 
@@ -45,11 +44,6 @@ def test_rspamd_starts_from_the_hyperscan_databases_of_its_image(stack: Stack) -
     log = stack.logs("rspamd", 2000)
     assert "rspamd_url_init: initialized" in log, log[-2000:]
     assert re.search(r"full hyperscan database of \d+ regexps has been loaded", log), log[-2000:]
-    rows = stack.top("rspamd", "pid,args")
-    pid = next(pid for pid, args in rows if args.startswith("rspamd: main process"))
-    status = Path(f"/proc/{pid}/status").read_text()
-    heap = re.search(r"^RssAnon:\s+(\d+) kB", status, re.M)
-    assert heap, status
-    anonymous_kib = int(heap.group(1))
+    anonymous_kib = stack.rspamd_heap_kib()
     # 38 MiB measured from the image's databases, 250 MiB after compiling them.
     assert anonymous_kib < 120 * 1024, f"rspamd's main process holds {anonymous_kib} KiB of heap"
