@@ -28,13 +28,13 @@ _SHORTHANDS = ("minutely", "hourly", "daily", "weekly", "monthly", "quarterly", 
 
 def _repository(value: str) -> str:
     if value.startswith("/"):
-        if not _PATH.match(value) or "/../" in f"{value}/" or value.rstrip("/") == "":
+        if not _PATH.fullmatch(value) or "/../" in f"{value}/" or value.rstrip("/") == "":
             raise ValueError(
                 f"{value!r}: a repository path is absolute, without .., spaces or quotes "
                 "(such as /srv/backup/acme)"
             )
         return value.rstrip("/")
-    if _REMOTE.match(value):
+    if _REMOTE.fullmatch(value):
         return value
     raise ValueError(
         f"{value!r} is not a restic repository mailstack knows: an absolute path on the host "
@@ -44,7 +44,7 @@ def _repository(value: str) -> str:
 
 def _schedule(value: str) -> str:
     value = " ".join(value.split())
-    if not _CALENDAR.match(value) or value.upper().endswith(" UTC"):
+    if not _CALENDAR.fullmatch(value) or value.upper().endswith(" UTC"):
         raise ValueError(
             f"{value!r} is not a systemd calendar event such as daily, hourly or *-*-* 03:15 "
             "(UTC; give no time zone)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ def parse_size(value: Any) -> int:
         raise ValueError(f"expected a size such as 25M or 2G, got {value!r}")
     if isinstance(value, int):
         number, unit = Decimal(value), ""
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
         # Decimal, not float: a float of a 400-digit number overflows (OverflowError, a traceback).
         number, unit = Decimal(match.group(1)), match.group(2).upper()
     else:
@@ -66,7 +67,7 @@ def parse_domain(value: Any) -> str:
     if len(labels) < 2 or len(name) > 253:
         raise ValueError(f"{value!r} is not a fully qualified domain name (like mail.example.org)")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValueError(
                 f"{value!r} is not a valid domain name: label {label!r} must be 1-63 letters, "
                 "digits or hyphens, not starting or ending with a hyphen"
@@ -106,7 +107,7 @@ def parse_address(value: Any) -> str:
         raise ValueError(
             f"{value!r}: '+' is the recipient delimiter (user+tag@) and cannot be part of an address"
         )
-    if len(local) > 64 or not _LOCAL.match(local):
+    if len(local) > 64 or not _LOCAL.fullmatch(local):
         raise ValueError(
             f"{value!r} has an invalid local part: use ASCII letters, digits and "
             "!#$%&'*/=?^_`{|}~- separated by single dots"
@@ -158,7 +159,7 @@ def parse_password_hash(value: Any) -> str:
     accepted = ", ".join(HASH_FORMATS)
     if not isinstance(value, str):
         raise ValueError(f"expected a password hash string like {{ARGON2ID}}$argon2id$…, got {value!r}")
-    match = _SCHEMED.match(value.strip())
+    match = _SCHEMED.fullmatch(value.strip())
     if not match:
         raise ValueError(
             "password_hash must start with a Dovecot scheme prefix such as {ARGON2ID}; "
@@ -167,7 +168,7 @@ def parse_password_hash(value: Any) -> str:
     scheme, digest = match.groups()
     if scheme not in HASH_FORMATS:
         raise ValueError(f"unsupported password scheme {{{scheme}}}; use one of {accepted}")
-    if not HASH_FORMATS[scheme].match(digest):
+    if not HASH_FORMATS[scheme].fullmatch(digest):
         raise ValueError(
             f"this is not a well-formed {{{scheme}}} hash; create one with `mailstack hash-password`"
         )
@@ -180,7 +181,7 @@ _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_rate(value: Any) -> str:
     """``100/1h`` → ``100/1h``: a count per period (``s``, ``m``, ``h`` or ``d``; ``/h`` is ``/1h``)."""
-    if isinstance(value, str) and (match := _RATE.match(value)):
+    if isinstance(value, str) and (match := _RATE.fullmatch(value)):
         count, length, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()
         if count < 1 or length < 1:
             raise ValueError(f"a rate needs a positive count and period, got {value!r}")
@@ -199,7 +200,7 @@ def parse_duration(value: Any) -> int:
     """``10m`` → 600: a time in seconds, with an ``s``, ``m``, ``h`` or ``d`` suffix (or none: seconds)."""
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
         seconds = int(match.group(1)) * _PERIOD_SECONDS[(match.group(2) or "s").lower()]
     else:
         raise ValueError(f"expected a duration such as 90s, 10m, 1h or 2d, got {value!r}")
@@ -271,6 +272,23 @@ IPNetwork = Annotated[
     WithJsonSchema(
         {"type": "string", "description": "An IPv4 or IPv6 address or network: 192.0.2.0/24, 2001:db8::/32."}
     ),
+]
+
+
+def parse_display_name(value: Any) -> Any:
+    """A display name is one line of text: a control character (an escaped line break, say)
+    would end the SQL row or break the XML profile it is written into."""
+    if isinstance(value, str):
+        bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"a display name must not contain control characters (U+{ord(bad):04X})")
+    return value
+
+
+DisplayName = Annotated[
+    str,
+    BeforeValidator(parse_display_name),
+    WithJsonSchema({"type": "string", "description": "Display name: one line, no control characters."}),
 ]
 Domain = Annotated[
     str,

@@ -22,6 +22,7 @@ from mailstack.site.encryption import Encryption, Mode, encryption_rules
 from mailstack.site.fields import (
     Address,
     Addresses,
+    DisplayName,
     Domain,
     HostAddress,
     IPAddress,
@@ -146,7 +147,7 @@ class DomainEntry(Model):
 
 class Mailbox(Model):
     address: Address
-    name: str | None = Field(default=None, description="Display name.")
+    name: DisplayName | None = Field(default=None, description="Display name.")
     password_hash: PasswordHash
     quota: Size | None = Field(default=None, description="Storage quota; none means unlimited.")
     send_as: tuple[Address, ...] = Field(

@@ -21,13 +21,13 @@ _SEND_AT = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 def _org_name(value: str) -> str:
     # Printable ASCII without double quotes and backslashes: Rspamd writes the name unescaped
     # into the quoted display name of the reports' From header (and escaped into their XML).
-    if not _ORG_NAME.match(value):
+    if not _ORG_NAME.fullmatch(value):
         raise ValueError(f"{value!r}: 1 to 64 printable ASCII characters without quotes or backslashes")
     return value
 
 
 def _send_at(value: str) -> str:
-    if not _SEND_AT.match(value):
+    if not _SEND_AT.fullmatch(value):
         raise ValueError(f"{value!r} is not a time of day such as 01:00 (HH:MM, UTC)")
     return value
 

@@ -41,7 +41,7 @@ _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def parse_folder(value: Any) -> str:
     """A folder name; any spelling of INBOX is INBOX, a standard folder needs its own spelling."""
-    if not isinstance(value, str) or not _FOLDER.match(value):
+    if not isinstance(value, str) or not _FOLDER.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a folder mailstack can limit: a top-level folder name of letters, "
             "digits, '.', '_' or '-' (no spaces, no subfolders)"

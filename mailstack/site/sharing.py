@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from mailstack.site.base import Model
-from mailstack.site.fields import Address, Domain, Size
+from mailstack.site.fields import Address, DisplayName, Domain, Size
 
 if TYPE_CHECKING:
     from mailstack.site.models import Loc, Site
@@ -69,7 +69,7 @@ class SharedMailbox(Model):
     address: Address = Field(
         description="The shared address: mail to it is delivered to it; nobody logs in as it."
     )
-    name: str | None = Field(default=None, description="Display name.")
+    name: DisplayName | None = Field(default=None, description="Display name.")
     quota: Size | None = Field(default=None, description="Storage quota; none means unlimited.")
     rights: tuple[Grant, ...] = Field(
         default=(), description="Who may do what with its folders (none: only delivery)."

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mailstack.errors import SiteValidationError
 from mailstack.site.fields import format_size, parse_address, parse_domain, parse_size
 from mailstack.site.loader import load_site, parse_site
 from mailstack.site.models import STANDARD_PORTS
-from tests.conftest import EXAMPLES, FIXTURES
+from tests.conftest import EXAMPLES, FIXTURES, ROOT
+
+DEMO = ROOT / "examples" / "demo.yaml"
 
 
 def test_design_section_3_validates_as_written() -> None:
@@ -87,6 +92,38 @@ def test_a_labels_must_be_valid_punycode(bad: str) -> None:
     # Found by the fuzzer: an ASCII name skipped the IDNA check, so any xn-- label passed.
     with pytest.raises(ValueError, match="no valid A-label"):
         parse_domain(bad)
+
+
+@pytest.mark.parametrize(
+    ("parse", "bad"),
+    [
+        (parse_domain, "0\n.example"),
+        (parse_address, "alice\n@example.org"),
+    ],
+)
+def test_a_newline_before_a_dot_or_at_the_end_is_refused(parse: Callable[[object], object], bad: str) -> None:
+    # Found by the fuzzer: Python's `$` matches before a final newline, so a label "0\n"
+    # passed, and the name went into configuration files with its line break.
+    with pytest.raises(ValueError, match=r"not a valid domain name|invalid local part"):
+        parse(bad)
+
+
+@pytest.mark.parametrize("name", ["Alice\nSmith", "Tab\there", "Nul\x00", "Bell\x07"])
+def test_a_display_name_with_a_control_character_is_refused(name: str) -> None:
+    # Left open by the fuzzing: an escaped line break went into the SQL and XML it is written to.
+    data = DEMO.read_text().replace("name: Alice Demo", f"name: {json.dumps(name)}")
+    with pytest.raises(
+        SiteValidationError, match=r"mailboxes\[0\]\.name \(line 38\): .*control characters \(U\+00"
+    ):
+        parse_site(data)
+
+
+def test_a_display_name_may_be_any_one_line_of_text() -> None:
+    name = "Zoë Ångström-Núñez 山田 \u200d👩‍💻"
+    site = parse_site(
+        DEMO.read_text().replace("name: Alice Demo", f"name: {json.dumps(name, ensure_ascii=False)}")
+    )
+    assert site.mailboxes[0].name == name
 
 
 def test_valid_a_labels_pass_in_any_case() -> None:
