@@ -161,7 +161,6 @@ def test_a_full_disk_refuses_with_4xx_bounces_nothing_and_delivery_resumes_by_it
     assert not permanent, f"permanent refusals while the disk was full: {permanent}"
     assert any(code.startswith("4") for code in traffic.refused), traffic.summary()
     # Freed: delivery resumes by itself (nobody flushes the queue), within a minute or two.
-    resume_within = RESUME_WITHIN
     stack.compose("exec", "-T", "--user", "vmail", "dovecot", "rm", "-f", FILLER)
     freed = time.monotonic()
     accepted = set(traffic.accepted)
@@ -170,7 +169,7 @@ def test_a_full_disk_refuses_with_4xx_bounces_nothing_and_delivery_resumes_by_it
             lambda: stack.subjects(BOB),
             traffic.prefix,
             accepted,
-            timeout=resume_within,
+            timeout=RESUME_WITHIN,
             what=f"all {len(accepted)} accepted messages in bob's INBOX after the disk was freed",
         )
     finally:
@@ -178,7 +177,7 @@ def test_a_full_disk_refuses_with_4xx_bounces_nothing_and_delivery_resumes_by_it
         stack.notes.append(
             f"disk full: {traffic.summary()}; {len(queued)} queued while full; delivered "
             f"{len(copies)} ({sum(copies.values())} copies) {time.monotonic() - freed:.0f}s after the "
-            f"disk was freed (bound {resume_within:.0f}s; freed {freed - filled:.0f}s after it "
+            f"disk was freed (bound {RESUME_WITHIN:.0f}s; freed {freed - filled:.0f}s after it "
             f"filled); check: {disk_lines[:1]}"
         )
     missing = accepted - set(copies)

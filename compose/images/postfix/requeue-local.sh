@@ -38,12 +38,13 @@ due() {
 # Connection-level reasons only: "connect to HOST[addr]:port", "lost connection with
 # HOST[addr]", "conversation with HOST[addr] timed out", a failed name lookup of HOST (as
 # while the Docker engine restarts: its DNS is away for a moment).
+# Succeeds only when it flushed the whole queue.
 flush_if_back() {
-    printf '%s\n' "$queue" | grep -Eq "\"delay_reason\": *\"[^\"]*((connect to|lost connection with|conversation with) $host\\[|name=$host type=|unable to look up host $host:)" || return 0
+    printf '%s\n' "$queue" | grep -Eq "\"delay_reason\": *\"[^\"]*((connect to|lost connection with|conversation with) $host\\[|name=$host type=|unable to look up host $host:)" || return 1
     # The LMTP server's greeting ("220 …"), read with a bound.
     greeting=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2" && head -c 3 <&3 && printf "QUIT\r\n" >&3' _ "$host" "$port" 2>/dev/null)
-    [ "$greeting" = "220" ] || return 0
-    due "$FLUSHED" || return 0
+    [ "$greeting" = "220" ] || return 1
+    due "$FLUSHED" || return 1
     postlog -t postfix/requeue-local -p info "LMTP at $host:$port answers again: flushing the mail deferred while it was gone"
     postqueue -f
 }
@@ -63,5 +64,5 @@ retry_refused() {
     done
 }
 
-flush_if_back
-retry_refused
+# A flush already retries every deferred message.
+flush_if_back || retry_refused
